@@ -1,0 +1,68 @@
+# smsadmin: `make run` starts everything on this machine, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-sqlite test-postgres lint format migrate bench clean
+
+run: $(VENV)/.installed .env
+	@mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v 0
+	@$(BIN)/python manage.py ensure_admin
+	@echo "smsadmin: web on http://127.0.0.1:8000/admin/ with a Celery worker and beat. Ctrl-C stops all three."
+	$(BIN)/honcho start -f Procfile
+
+# Everything on SQLite; then, when TEST_POSTGRES_URL names a PostgreSQL server (CI sets
+# it), the whole suite again on PostgreSQL.
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
+		echo "== the suite again on PostgreSQL"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else echo "TEST_POSTGRES_URL is not set: PostgreSQL pass skipped"; fi
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py
+
+# A first .env for this machine: a fresh secret key, and cookies allowed over plain
+# http because `make run` serves on the loopback address only.
+.env:
+	@key=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))'); \
+	printf 'SECRET_KEY=%s\nDEBUG=false\nSESSION_COOKIE_SECURE=false\n' "$$key" > .env; \
+	echo "Wrote .env with a new SECRET_KEY."
+
+$(VENV)/.created:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "smsadmin needs Python 3.11 or newer as '$(PYTHON)' (make PYTHON=python3.12 ...)."; exit 1; }
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing python3-venv with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+		else \
+			echo "Python's venv module is missing. Install it with: sudo apt-get install python3-venv"; exit 1; \
+		fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.created requirements.txt
+	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+clean:
+	rm -rf $(VENV) var/test.sqlite3*

@@ -1,0 +1,50 @@
+from django.db import models
+
+from smsadmin.phones import PhoneNumberField
+
+
+class Event(models.Model):
+    """An event people register for; its registrations are a blast audience of their own."""
+
+    name = models.CharField(max_length=200)
+    starts_at = models.DateTimeField("starts")
+    location = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-starts_at", "id"]
+        indexes = [models.Index(fields=["-starts_at", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.starts_at:%Y-%m-%d})"
+
+
+class Registration(models.Model):
+    """One person signed up for one event."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="registrations")
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    phone = PhoneNumberField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "phone"], name="registration_unique_event_phone"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["phone"]),
+            models.Index(fields=["-created_at", "-id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.full_name or self.phone} at {self.event.name}"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()

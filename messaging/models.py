@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Count
+
+from smsadmin.phones import PhoneNumberField
+
+
+class Blast(models.Model):
+    """One message to an audience, from compose to finish (scheduled blasts included).
+
+    State machine::
+
+        scheduled --(due)--> queued
+        queued --(a worker starts)--> sending
+        sending --(no row left pending/sending)--> sent | partially_failed | failed
+        queued | sending --(pause, or auto-pause on sender error / canary)--> paused
+        paused --(resume)--> queued
+        scheduled | queued | sending | paused --(cancel)--> cancelled
+
+    sent: every addressed row was accepted by Twilio; failed: none was;
+    partially_failed: some were not. Rows, not this status, are the truth about
+    who got what: the counts are always derived from the Delivery rows.
+    """
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        SENT = "sent", "Sent"
+        PARTIALLY_FAILED = "partially_failed", "Partially failed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.SENDING)
+    FINAL_STATUSES = (
+        Status.SENT,
+        Status.PARTIALLY_FAILED,
+        Status.FAILED,
+        Status.CANCELLED,
+    )
+
+    name = models.CharField(max_length=200, blank=True)
+    body = models.TextField(
+        help_text="Placeholders: {first_name} {last_name} {full_name} {event_name} "
+        "{event_date} {event_location} {org_name}"
+    )
+    audience_community = models.BooleanField(
+        "community members", default=False, help_text="Every active member."
+    )
+    audience_events = models.ManyToManyField(
+        "events.Event",
+        blank=True,
+        related_name="blasts",
+        verbose_name="event registrations",
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    status_reason = models.TextField(
+        blank=True, help_text="Why the blast paused, failed or was cancelled."
+    )
+    recipient_count = models.PositiveIntegerField(
+        default=0, help_text="Rows created at compose time, skipped ones included."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="blasts",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a send task was last handed to the broker."
+    )
+    processing_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker last took up the blast."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("send_blast", "Can send a blast")]
+        indexes = [models.Index(fields=["status", "scheduled_for"])]
+
+    def __str__(self) -> str:
+        return self.name or f"Blast #{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def counts(self) -> dict[str, int]:
+        """Rows per delivery status, from one indexed GROUP BY."""
+        counts = {status.value: 0 for status in Delivery.Status}
+        rows = (
+            Delivery.objects.filter(blast_id=self.pk)
+            .order_by()
+            .values("status")
+            .annotate(n=Count("id"))
+        )
+        for row in rows:
+            counts[row["status"]] = row["n"]
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+class Delivery(models.Model):
+    """One recipient of one blast: the unit that is claimed, sent and tracked.
+
+    State machine::
+
+        pending --(claimed by a worker, before any API call)--> sending
+        sending --(Twilio answered 201)--> sent --(status callback)--> delivered | failed
+        sending --(Twilio answered an error for this recipient)--> failed
+        sending --(429 / connection refused: certainly not sent)--> pending (retry later)
+        sending --(5xx, timeout, or claim went stale)--> unknown
+        unknown --(status callback or found in Twilio's message list)--> sent/delivered
+        unknown --(not in Twilio's list after SMS_RECONCILE_AFTER_MINUTES)--> pending
+        pending --(opted out since compose)--> skipped
+        pending --(blast cancelled)--> cancelled
+        (created as skipped when unsubscribed or suppressed at compose time)
+
+    A row leaves 'pending' only through a conditional UPDATE that checks its status,
+    so no two workers ever send the same row.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+        UNKNOWN = "unknown", "Unknown"
+        SKIPPED = "skipped", "Skipped"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class SkipReason(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        SUPPRESSED = "suppressed", "Suppressed"
+
+    blast = models.ForeignKey(Blast, on_delete=models.CASCADE, related_name="deliveries")
+    phone = PhoneNumberField()
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    event = models.ForeignKey(
+        "events.Event",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The event this recipient registered for (for event placeholders).",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    skip_reason = models.CharField(max_length=16, choices=SkipReason.choices, blank=True)
+    body = models.TextField(blank=True, help_text="The text as sent to this recipient.")
+    twilio_sid = models.CharField("Twilio SID", max_length=64, null=True, blank=True)
+    twilio_status = models.CharField(max_length=32, blank=True)
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="Not retried before this (backoff after 429)."
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["blast_id", "id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["blast", "phone"], name="delivery_unique_blast_phone"),
+            models.UniqueConstraint(
+                fields=["twilio_sid"],
+                condition=models.Q(twilio_sid__isnull=False),
+                name="delivery_unique_twilio_sid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["blast", "status", "id"]),
+            models.Index(fields=["status", "claimed_at"]),
+            models.Index(fields=["phone"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phone} ({self.get_status_display()})"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class OutboxMessage(models.Model):
+    """What the console backend 'sent': nothing leaves the machine, staff read it here."""
+
+    sid = models.CharField("SID", max_length=64, unique=True)
+    to = models.CharField(max_length=32)
+    from_number = models.CharField("from", max_length=64, blank=True)
+    body = models.TextField()
+    status_callback = models.CharField(max_length=500, blank=True)
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "outbox message"
+        indexes = [models.Index(fields=["to", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"to {self.to}: {self.body[:40]}"

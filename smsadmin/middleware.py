@@ -1,0 +1,33 @@
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+
+class ForcePasswordChangeMiddleware:
+    """Send a user flagged must_change_password to the password page until they change it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if (
+            user is not None
+            and user.is_authenticated
+            and getattr(user, "must_change_password", False)
+            and not self._allowed(request.path)
+        ):
+            return redirect(reverse("password_change"))
+        return self.get_response(request)
+
+    @staticmethod
+    def _allowed(path: str) -> bool:
+        allowed = (
+            reverse("password_change"),
+            reverse("password_change_done"),
+            reverse("admin:logout"),
+            reverse("healthz"),
+        )
+        return path in allowed or path.startswith("/static/")

@@ -1,0 +1,63 @@
+"""The two roles, as Django groups. Called by data migrations, so it takes the app registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ADMIN = "Admin"
+SOCIAL_MANAGER = "Social manager"
+
+# Social managers run the day-to-day: contacts, events, blasts. They may not manage
+# users, lift a suppression, or re-subscribe someone who opted out (deleting an
+# unsubscribe), since those can make us text people who asked us not to.
+SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
+    "members": ["add_member", "change_member", "delete_member", "view_member"],
+    "events": [
+        "add_event",
+        "change_event",
+        "delete_event",
+        "view_event",
+        "add_registration",
+        "change_registration",
+        "delete_registration",
+        "view_registration",
+    ],
+    "messaging": [
+        "add_blast",
+        "change_blast",
+        "view_blast",
+        "send_blast",
+        "view_delivery",
+        "view_outboxmessage",
+    ],
+    "suppression": [
+        "add_unsubscribedcontact",
+        "view_unsubscribedcontact",
+        "view_suppressedcontact",
+    ],
+}
+
+
+def sync_groups(apps: Any, schema_editor: Any = None) -> None:
+    """Create or update both groups; safe to run again after new permissions appear."""
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are normally made after migrate finishes; make them now so the
+    # groups can hold them.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+
+    admin, _ = Group.objects.get_or_create(name=ADMIN)
+    admin.permissions.set(Permission.objects.all())
+
+    manager, _ = Group.objects.get_or_create(name=SOCIAL_MANAGER)
+    wanted = []
+    for app_label, codenames in SOCIAL_MANAGER_PERMISSIONS.items():
+        found = Permission.objects.filter(content_type__app_label=app_label, codename__in=codenames)
+        wanted.extend(found)
+    manager.permissions.set(wanted)

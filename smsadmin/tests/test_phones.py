@@ -1,0 +1,62 @@
+import pytest
+from django.test import override_settings
+
+from smsadmin.phones import InvalidPhoneNumber, format_phone, normalize_phone
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "(201) 555-0123",
+        "201.555.0123",
+        "201-555-0123",
+        "201 555 0123",
+        "2015550123",
+        "1 (201) 555-0123",
+        "1-201-555-0123",
+        "+1 201 555 0123",
+        "  +1 (201) 555-0123  ",
+    ],
+)
+def test_us_forms_become_e164(raw):
+    assert normalize_phone(raw) == "+12015550123"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["+44 20 7946 0958", "011 44 20 7946 0958", "0044 20 7946 0958", "+44-20-7946-0958"],
+)
+def test_international_forms_become_e164(raw):
+    assert normalize_phone(raw) == "+442079460958"
+
+
+def test_national_number_read_in_the_default_region():
+    with override_settings(SMS_DEFAULT_REGION="GB"):
+        assert normalize_phone("020 7946 0958") == "+442079460958"
+
+
+def test_region_argument_wins_over_setting():
+    assert normalize_phone("020 7946 0958", region="GB") == "+442079460958"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "No phone number"),
+        (None, "No phone number"),
+        ("abc", "no digits"),
+        ("12345", "too short"),
+        ("555-0100", "missing its area code"),
+        ("201 555 0123 4567 8901", "too long"),
+        ("(200) 555-0123", "not a valid number"),
+        ("+999 123 4567", "country code"),
+    ],
+)
+def test_invalid_numbers_are_rejected_with_a_reason(raw, reason):
+    with pytest.raises(InvalidPhoneNumber, match=reason):
+        normalize_phone(raw)
+
+
+def test_format_phone_for_people():
+    assert format_phone("+12015550123") == "(201) 555-0123"
+    assert format_phone("+442079460958") == "+44 20 7946 0958"
