@@ -1,0 +1,184 @@
+"""The Twilio error table: what the send engine and the status-callback handler rely on.
+
+Plain tests, no database: run with ``-p no:django`` if Django is not wanted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from messaging.twilio_errors import ERRORS, ErrorClass, TwilioError, classify, describe
+
+# --- the engine's core cases ---------------------------------------------------------
+
+
+def test_20429_retries():
+    assert classify(code=20429, http_status=429) is ErrorClass.RETRY
+
+
+def test_429_without_code_retries():
+    assert classify(code=None, http_status=429) is ErrorClass.RETRY
+
+
+def test_429_with_unlisted_code_retries():
+    assert classify(code=99999, http_status=429) is ErrorClass.RETRY
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_without_code_is_unknown(status):
+    assert classify(code=None, http_status=status) is ErrorClass.UNKNOWN
+
+
+@pytest.mark.parametrize("code", [20500, 20503])
+def test_twilio_5xx_codes_are_unknown_not_retry(code):
+    # Twilio never says these messages were not created: a resend could double-text.
+    assert classify(code=code, http_status=code - 20000) is ErrorClass.UNKNOWN
+
+
+def test_no_status_and_no_code_is_unknown():
+    # A timeout or dropped connection: the request may have reached Twilio.
+    assert classify(code=None, http_status=None) is ErrorClass.UNKNOWN
+
+
+def test_unlisted_code_without_status_is_unknown():
+    assert classify(code=39999, http_status=None) is ErrorClass.UNKNOWN
+
+
+def test_unlisted_4xx_fails_without_suppression():
+    assert 29999 not in ERRORS
+    assert classify(code=29999, http_status=400) is ErrorClass.FAIL
+    assert classify(code=None, http_status=400) is ErrorClass.FAIL
+    assert classify(code=None, http_status=422) is ErrorClass.FAIL
+
+
+def test_known_code_wins_over_http_status():
+    # A listed code decides, whatever status it came with (callbacks have none).
+    assert classify(code=21211, http_status=None) is ErrorClass.RECIPIENT_PERMANENT
+    assert classify(code=20003, http_status=401) is ErrorClass.SENDER_OR_ACCOUNT
+
+
+def test_21610_is_an_opt_out_not_a_suppression():
+    entry = ERRORS[21610]
+    assert entry.error_class is ErrorClass.RECIPIENT_PERMANENT
+    assert entry.opt_out is True
+    assert entry.suppress_after == 0
+    assert entry.suppress is False
+
+
+def test_20003_pauses_the_blast():
+    assert classify(code=20003, http_status=401) is ErrorClass.SENDER_OR_ACCOUNT
+
+
+@pytest.mark.parametrize(
+    "code",
+    [20003, 21212, 21408, 21602, 21603, 21606, 21608, 21611, 21617, 30002, 30032, 30034],
+)
+def test_sender_or_account_codes(code):
+    assert classify(code=code, http_status=400) is ErrorClass.SENDER_OR_ACCOUNT
+
+
+@pytest.mark.parametrize("code", [21211, 21614, 30005, 30006])
+def test_bad_numbers_are_suppressed_at_once(code):
+    entry = ERRORS[code]
+    assert entry.error_class is ErrorClass.RECIPIENT_PERMANENT
+    assert entry.suppress_after == 1
+    assert entry.suppress is True
+    assert entry.opt_out is False
+
+
+@pytest.mark.parametrize("code", [30003, 30004, 21612])
+def test_possibly_temporary_failures_suppress_only_when_repeated(code):
+    entry = ERRORS[code]
+    assert entry.error_class is ErrorClass.RECIPIENT_PERMANENT
+    assert entry.suppress_after > 1
+
+
+@pytest.mark.parametrize("code", [30007, 30008])
+def test_filtering_and_unknown_carrier_errors_fail_but_never_suppress(code):
+    entry = ERRORS[code]
+    assert entry.error_class is ErrorClass.FAIL
+    assert entry.suppress_after == 0
+    assert entry.opt_out is False
+
+
+def test_delivery_codes_used_by_status_callbacks_are_listed():
+    for code in range(30001, 30011):
+        assert code in ERRORS, code
+    for code in (30019, 30022, 30023, 30024, 30032, 30034):
+        assert code in ERRORS, code
+
+
+# --- describe ------------------------------------------------------------------------
+
+
+def test_describe_known_code():
+    assert describe(21211) == "21211: Invalid 'To' Phone Number"
+    assert describe(21610) == "21610: Attempt to send to unsubscribed recipient"
+
+
+def test_describe_unknown_code():
+    assert describe(12345) == "Error 12345"
+
+
+def test_describe_without_code():
+    assert describe(None) == "Error (no code)"
+
+
+# --- the table itself ------------------------------------------------------------------
+
+
+def test_table_keys_match_entries():
+    for code, entry in ERRORS.items():
+        assert isinstance(entry, TwilioError)
+        assert entry.code == code
+        assert entry.meaning.strip() == entry.meaning != ""
+        assert isinstance(entry.error_class, ErrorClass)
+
+
+def test_only_recipient_errors_suppress_or_opt_out():
+    for entry in ERRORS.values():
+        if entry.error_class is not ErrorClass.RECIPIENT_PERMANENT:
+            assert entry.suppress_after == 0, entry.code
+            assert entry.opt_out is False, entry.code
+        assert not (entry.opt_out and entry.suppress_after), entry.code
+        assert entry.suppress_after >= 0, entry.code
+
+
+def test_only_one_opt_out_code():
+    assert [e.code for e in ERRORS.values() if e.opt_out] == [21610]
+
+
+def test_retry_is_only_for_certainly_unprocessed_requests():
+    assert [e.code for e in ERRORS.values() if e.error_class is ErrorClass.RETRY] == [20429]
+
+
+def test_entries_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ERRORS[21211].suppress_after = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"error_class": ErrorClass.FAIL, "suppress_after": 1},
+        {"error_class": ErrorClass.SENDER_OR_ACCOUNT, "opt_out": True},
+        {"error_class": ErrorClass.RECIPIENT_PERMANENT, "suppress_after": 1, "opt_out": True},
+        {"error_class": ErrorClass.RECIPIENT_PERMANENT, "suppress_after": -1},
+    ],
+)
+def test_inconsistent_entries_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        TwilioError(1, "x", **kwargs)
+
+
+def test_error_class_values_are_strings():
+    assert ErrorClass.RETRY == "retry"
+    assert {c.value for c in ErrorClass} == {
+        "retry",
+        "unknown",
+        "recipient_permanent",
+        "sender_or_account",
+        "fail",
+    }

@@ -1,0 +1,261 @@
+"""The one table that says what a Twilio error code means for a blast.
+
+Used by the send engine (the error of a Messages create: ``TwilioRestException.code`` and
+``.status``) and by the status-callback handler (the ``ErrorCode`` of a failed or
+undelivered message, with no HTTP status). Each entry carries Twilio's short meaning of
+the code plus what we do about it:
+
+``error_class``
+    ``RETRY``: Twilio certainly did not create the message, so sending again cannot
+    duplicate it. ``UNKNOWN``: the message may or may not exist; the row is marked
+    unknown and reconciled against Twilio's message list later. ``RECIPIENT_PERMANENT``:
+    this number will not get this message. ``SENDER_OR_ACCOUNT``: every recipient would
+    fail the same way, so the blast pauses until staff fix it. ``FAIL``: this row fails,
+    nothing else happens.
+``suppress_after``
+    How many failures with this code put the number on the suppressed list: 1 is
+    at once, 3 means the same failure on three sends, 0 is never.
+``opt_out``
+    The person unsubscribed (21610): the number goes on the unsubscribed list, not the
+    suppressed list.
+
+Meanings are the titles in Twilio's error dictionary (twilio.com/docs/api/errors/NNNNN
+and its machine-readable twilio-error-codes.json). Twilio rewords titles and adds codes
+over time (in July 2024, e.g., sending to a short code or a landline got codes of its own
+instead of 21211/21614) and advises against hard logic on codes, so a code not listed
+here falls back on the HTTP status in :func:`classify`, with the safe reading of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    RETRY = "retry"
+    UNKNOWN = "unknown"
+    RECIPIENT_PERMANENT = "recipient_permanent"
+    SENDER_OR_ACCOUNT = "sender_or_account"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class TwilioError:
+    code: int
+    meaning: str
+    error_class: ErrorClass
+    suppress_after: int = 0
+    opt_out: bool = False
+
+    def __post_init__(self) -> None:
+        if self.suppress_after < 0:
+            raise ValueError(f"{self.code}: suppress_after must be >= 0")
+        if (self.suppress_after or self.opt_out) and (
+            self.error_class is not ErrorClass.RECIPIENT_PERMANENT
+        ):
+            raise ValueError(f"{self.code}: only recipient errors suppress or opt out")
+        if self.suppress_after and self.opt_out:
+            raise ValueError(f"{self.code}: an opt-out is never also a suppression")
+
+    @property
+    def suppress(self) -> bool:
+        """Whether failures with this code ever put the number on the suppressed list."""
+        return self.suppress_after > 0
+
+
+_R = ErrorClass.RETRY
+_U = ErrorClass.UNKNOWN
+_P = ErrorClass.RECIPIENT_PERMANENT
+_S = ErrorClass.SENDER_OR_ACCOUNT
+_F = ErrorClass.FAIL
+
+
+def _table(entries: Iterable[TwilioError]) -> dict[int, TwilioError]:
+    table: dict[int, TwilioError] = {}
+    for entry in entries:
+        if entry.code in table:
+            raise ValueError(f"duplicate Twilio error code {entry.code}")
+        table[entry.code] = entry
+    return table
+
+
+ERRORS: dict[int, TwilioError] = _table(
+    [
+        # --- REST API, account and request level ---------------------------------------
+        TwilioError(10001, "Account is not active", _S),
+        # Wrong Account SID / Auth Token, deleted key, or a suspended/closed account.
+        TwilioError(20003, "Permission Denied", _S),
+        TwilioError(20005, "Account not active", _S),
+        # Live resources called with test credentials: a configuration error.
+        TwilioError(20008, "Test Credentials", _S),
+        TwilioError(20403, "403 Forbidden", _S),
+        # On a Messages create this means a wrong Account SID or base URL: every send
+        # would get it.
+        TwilioError(20404, "Not Found", _S),
+        # Twilio: "Requests that receive 429 responses aren't processed and are safe to
+        # retry after backing off."
+        TwilioError(20429, "Too Many Requests", _R),
+        # Twilio says POSTs that send an SMS are not idempotent and retrying a 500 can
+        # text the person twice: the message may exist.
+        TwilioError(20500, "Internal Server Error", _U),
+        # Twilio only says "temporarily unavailable, try again with back-off"; it does
+        # not say the message was not created, so treat it like any 5xx.
+        TwilioError(20503, "Service unavailable", _U),
+        # --- Messages create: the recipient ----------------------------------------------
+        TwilioError(21211, "Invalid 'To' Phone Number", _P, suppress_after=1),
+        # Documented for outbound calls; "cannot be reached" may be temporary, so it
+        # takes repeated failures.
+        TwilioError(21214, "'To' phone number cannot be reached", _P, suppress_after=3),
+        # Documented for outbound calls: the number is invalid.
+        TwilioError(21217, "Phone number does not appear to be valid", _P, suppress_after=1),
+        TwilioError(21265, "'To' number cannot be a Short Code", _P, suppress_after=1),
+        # The member's number is our own sender number: it can never receive from us.
+        TwilioError(21266, "'To' and 'From' numbers cannot be the same", _P, suppress_after=1),
+        TwilioError(
+            21268,
+            "Sending to Premium rate or Information Service numbers is not allowed",
+            _P,
+            suppress_after=1,
+        ),
+        # The person replied STOP (or another opt-out keyword) to our sender: record the
+        # opt-out; suppression would be the wrong list and the wrong reason.
+        TwilioError(21610, "Attempt to send to unsubscribed recipient", _P, opt_out=True),
+        # "Currently": it depends on the From/To pair (e.g. a short code to a landline)
+        # and can change, so only repeated failures suppress.
+        TwilioError(
+            21612,
+            "The 'To' phone number is not currently reachable via SMS",
+            _P,
+            suppress_after=3,
+        ),
+        TwilioError(21614, "'To' number is not a valid mobile number", _P, suppress_after=1),
+        TwilioError(21635, "'To' number cannot be a landline", _P, suppress_after=1),
+        # A row without a number is a data bug in that row, not a bad number to suppress.
+        TwilioError(21604, "The destination 'To' phone number is required to send an SMS", _F),
+        # --- Messages create: the sender, the account, the message -----------------------
+        TwilioError(21212, "Invalid From Number (caller ID)", _S),
+        # Geo permissions are per destination country, so strictly only recipients in
+        # that country fail; we still pause because it hits a whole country at once and
+        # only staff can fix it (enable the country in Console), not per-row failures.
+        TwilioError(21408, "Message blocked: permissions disabled for the destination region", _S),
+        TwilioError(21601, "Phone number is not a valid SMS-capable inbound phone number", _S),
+        # An empty body is the blast's problem, the same for every recipient.
+        TwilioError(21602, "Message body is required", _S),
+        TwilioError(
+            21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message", _S
+        ),
+        TwilioError(
+            21606,
+            "The 'From' phone number provided is not a valid message-capable Twilio phone "
+            "number for this destination/account",
+            _S,
+        ),
+        # Trial account (or no approved compliance profile): only verified numbers can be
+        # texted, so practically the whole audience fails; never the recipient's fault.
+        TwilioError(
+            21608, "The 'to' phone number provided is not yet verified for this account.", _S
+        ),
+        # More than 10 hours of messages queued on the sender: the message was not
+        # created, but every further send fails until the queue drains, so pause.
+        TwilioError(
+            21611, "This 'From' number has exceeded the maximum number of queued messages", _S
+        ),
+        # Body over 1600 characters. The text is the blast's; placeholders can push only
+        # some rows over, but staff must shorten the text either way, so pause rather
+        # than fail row after row.
+        TwilioError(21617, "The concatenated message body exceeds the 1600 character limit", _S),
+        TwilioError(21619, "A Message Body, Media URL or Content SID is required", _S),
+        TwilioError(
+            21659, "'From' is not a Twilio phone number or Short Code country mismatch", _S
+        ),
+        TwilioError(21661, "'From' number is not SMS-capable", _S),
+        TwilioError(21701, "The Messaging Service does not exist", _S),
+        TwilioError(
+            21703,
+            "The Messaging Service does not have a phone number available to send a message",
+            _S,
+        ),
+        TwilioError(21704, "The Messaging Service contains no phone numbers", _S),
+        TwilioError(21705, "The Messaging Service is invalid", _S),
+        TwilioError(63038, "Account exceeded the daily messages limit", _S),
+        # --- Delivery (status callback ErrorCode) ----------------------------------------
+        # The Messaging Service form of 21611: the sender's queue overflowed, and the rest
+        # of the blast would overflow too.
+        TwilioError(30001, "Queue overflow", _S),
+        TwilioError(30002, "Account suspended", _S),
+        # Usually the phone is off, out of coverage or roaming: often temporary.
+        TwilioError(30003, "Unreachable destination handset", _P, suppress_after=3),
+        # Blocked at the destination: a carrier block list, an opt-out at the carrier,
+        # a landline or filtering, by Twilio's own list. Not proof of an opt-out, and
+        # partly temporary, so only repeated failures suppress.
+        TwilioError(30004, "Message blocked", _P, suppress_after=3),
+        # The carrier does not know the number (disconnected, not in service).
+        TwilioError(30005, "Unknown destination handset", _P, suppress_after=1),
+        # A landline (or, for short codes, a carrier the short code cannot reach).
+        TwilioError(30006, "Landline or unreachable carrier", _P, suppress_after=1),
+        # Spam/content filtering by Twilio or the carrier: about our message, not the
+        # person, so the row fails and the number stays. Older API responses word it
+        # "Carrier violation".
+        TwilioError(30007, "Message filtered", _F),
+        # The carrier gave no reason: nothing says the number is bad.
+        TwilioError(30008, "Unknown error", _F),
+        # Inbound (multi-part message reassembly) only; listed so it is not "unknown".
+        TwilioError(30009, "Missing inbound segment", _F),
+        # Only when a MaxPrice is set; the price is per destination.
+        TwilioError(30010, "Message price exceeds max price", _F),
+        TwilioError(30011, "MMS not supported by the receiving phone number in this region", _F),
+        TwilioError(30017, "Carrier network congestion", _F),
+        # Registration is per destination carrier/country and only staff can do it.
+        TwilioError(30018, "Destination carrier requires sender ID pre-registration", _S),
+        # Mostly media (MMS) size; only recipients on that carrier are affected.
+        TwilioError(30019, "Content size exceeds carrier limit", _F),
+        # Our 10DLC throughput/limits: everything sent now would fail the same way.
+        TwilioError(30022, "US A2P 10DLC - Rate Limits Exceeded", _S),
+        TwilioError(30023, "US A2P 10DLC - Daily Message Cap Reached", _S),
+        # Twilio: typically >90% failures towards the carrier (sender not provisioned);
+        # a recently ported recipient is the rare exception.
+        TwilioError(30024, "Numeric Sender ID Not Provisioned on Carrier", _S),
+        # Only T-Mobile recipients fail, but the cap is our brand's and lasts the day.
+        TwilioError(30027, "US A2P 10DLC - T-Mobile Daily Message Limit Reached", _S),
+        TwilioError(30032, "Toll-Free Number Has Not Been Verified", _S),
+        # Title as Twilio's console error log words it (its dictionary page was not
+        # available to check).
+        TwilioError(30034, "US A2P 10DLC - Message from an Unregistered Number", _S),
+        # SMS Pumping Protection blocks the destination for 15-30 minutes: temporary and
+        # not the person's doing.
+        TwilioError(30450, "Message delivery blocked", _F),
+        TwilioError(30500, "Twilio Internal Error", _F),
+    ]
+)
+
+
+def classify(*, code: int | None, http_status: int | None) -> ErrorClass:
+    """What to do about an error: the table's class for a known code, else by HTTP status.
+
+    Unknown codes: 429 is RETRY (Twilio never processes a 429); 5xx, no status (a
+    timeout, a dropped connection, a status callback) or any other non-4xx status is
+    UNKNOWN; any other 4xx is FAIL, the row fails and nothing is suppressed.
+    """
+    if code is not None:
+        known = ERRORS.get(code)
+        if known is not None:
+            return known.error_class
+    if http_status is None:
+        return ErrorClass.UNKNOWN
+    if http_status == 429:
+        return ErrorClass.RETRY
+    if 400 <= http_status < 500:
+        return ErrorClass.FAIL
+    return ErrorClass.UNKNOWN
+
+
+def describe(code: int | None) -> str:
+    """``"21211: Invalid 'To' Phone Number"``; ``"Error 12345"`` for a code not listed."""
+    if code is None:
+        return "Error (no code)"
+    known = ERRORS.get(code)
+    if known is None:
+        return f"Error {code}"
+    return f"{code}: {known.meaning}"
