@@ -62,6 +62,18 @@ class Blast(models.Model):
     status_reason = models.TextField(
         blank=True, help_text="Why the blast paused, failed or was cancelled."
     )
+
+    class PauseCause(models.TextChoices):
+        STAFF = "staff", "Paused by staff"
+        SENDER = "sender", "Twilio refused the sender or account"
+        CANARY = "canary", "Too many of the first messages failed"
+
+    pause_cause = models.CharField(max_length=10, choices=PauseCause.choices, blank=True)
+    canary_passed = models.BooleanField(
+        default=False,
+        help_text="The first recipients went out without too many failures "
+        "(or staff resumed the blast after a canary pause).",
+    )
     recipient_count = models.PositiveIntegerField(
         default=0, help_text="Rows created at compose time, skipped ones included."
     )
@@ -78,7 +90,10 @@ class Blast(models.Model):
         null=True, blank=True, help_text="When a send task was last handed to the broker."
     )
     processing_started_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a worker last took up the blast."
+        null=True,
+        blank=True,
+        help_text="When a worker last took up or made progress on the blast; the sweeper "
+        "hands a sending blast whose worker went quiet to another.",
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -218,3 +233,17 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"to {self.to}: {self.body[:40]}"
+
+
+class SendRateLimiter(models.Model):
+    """The send rate shared by every worker process: the next free send slot, in epoch seconds.
+
+    Workers reserve a few slots at a time with a row lock, so SMS_RATE_PER_SECOND holds
+    for the whole deployment however many workers run, on SQLite or PostgreSQL.
+    """
+
+    key = models.CharField(max_length=100, unique=True)
+    next_slot = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return self.key

@@ -2,6 +2,11 @@
 
 import os
 
+# The suite never reads a developer's .env: what it tests must not depend on it.
+os.environ["SMSADMIN_ENV_FILE"] = ""
 # The suite runs without any .env: a throwaway key, and never a real SMS backend.
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ["SMS_BACKEND"] = os.environ.get("TEST_SMS_BACKEND", "console")
+# Tasks enqueued by code under test go to an in-memory broker nobody consumes; tests
+# run the services themselves, or start real workers with their own environment.
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")

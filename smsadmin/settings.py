@@ -5,6 +5,7 @@ broker under var/, and the console SMS backend, which records messages and sends
 Every setting is listed in README.md.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
-env_file = BASE_DIR / ".env"
-if env_file.is_file():
-    environ.Env.read_env(env_file, overwrite=False)
+# SMSADMIN_ENV_FILE names another file, or none at all when empty (the test suite).
+env_file_name = os.environ.get("SMSADMIN_ENV_FILE", str(BASE_DIR / ".env"))
+if env_file_name and Path(env_file_name).is_file():
+    environ.Env.read_env(env_file_name, overwrite=False)
+
+# Where the embedded default keeps its state: SQLite file, broker queue, beat schedule.
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -230,6 +234,21 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=660)
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE = {
+    # Re-enqueue what no worker took, hand on blasts whose worker died, dispatch due
+    # scheduled blasts, and turn abandoned 'sending' rows into 'unknown'.
+    "sweep-blasts": {
+        "task": "messaging.sweep_blasts",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    # Settle 'unknown' rows from Twilio's own message list.
+    "reconcile-deliveries": {
+        "task": "messaging.reconcile_deliveries",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+}
 
 # --- Logging --------------------------------------------------------------------------
 LOGGING = {
@@ -241,7 +260,7 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
-VAR_DIR.mkdir(exist_ok=True)
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for folder in ("queue", "processed", "control"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)

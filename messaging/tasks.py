@@ -1,0 +1,34 @@
+"""Celery tasks: thin wrappers that take ids and call services. Each is safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from messaging import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="messaging.send_blast", acks_late=True, ignore_result=True)
+def send_blast_task(blast_id: int) -> None:
+    try:
+        again = services.blast_process(blast_id=blast_id)
+    except SoftTimeLimitExceeded:
+        # Claimed rows are released by the pass itself where it can; whatever stays
+        # 'sending' becomes unknown and is reconciled. Pick the rest up in a fresh task.
+        again = 0.0
+    if again is not None:
+        services.blast_enqueue(blast_id=blast_id, countdown=again or None)
+
+
+@shared_task(name="messaging.sweep_blasts", ignore_result=True)
+def sweep_blasts_task() -> dict[str, int]:
+    return services.blasts_sweep()
+
+
+@shared_task(name="messaging.reconcile_deliveries", ignore_result=True)
+def reconcile_deliveries_task() -> dict[str, int]:
+    return services.deliveries_reconcile()
