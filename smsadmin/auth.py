@@ -7,6 +7,7 @@ import math
 from axes.helpers import get_client_username, get_cool_off
 from axes.models import AccessAttempt
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.forms import PasswordChangeForm
 from django.contrib.auth.views import PasswordChangeView
@@ -14,6 +15,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.utils import timezone
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address, for django-axes: REMOTE_ADDR, or behind TRUSTED_PROXY_COUNT
+    proxies the X-Forwarded-For entry the outermost of them appended.
+
+    Each proxy appends the address it received the request from, so the entries a
+    client typed in itself stand further left and are never read.
+    """
+    proxies = settings.TRUSTED_PROXY_COUNT
+    remote = request.META.get("REMOTE_ADDR") or None
+    if not proxies:
+        return remote
+    entries = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    entries = [entry for entry in entries if entry]
+    if len(entries) < proxies:
+        return remote
+    return entries[-proxies]
 
 
 def lockout_response(

@@ -134,11 +134,7 @@ def test_lockout_still_holds_before_fifteen_minutes(admin_user, staff_password):
 # --- Client IP behind a proxy ----------------------------------------------------------------
 
 # What settings.py sets when TRUSTED_PROXY_COUNT=1 (nginx in front of the app).
-BEHIND_ONE_PROXY = {
-    "AXES_IPWARE_PROXY_COUNT": 1,
-    "AXES_IPWARE_PROXY_ORDER": "right-most",
-    "AXES_IPWARE_META_PRECEDENCE_ORDER": ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"),
-}
+BEHIND_ONE_PROXY = {"TRUSTED_PROXY_COUNT": 1}
 NGINX = "10.0.0.2"
 
 
@@ -181,15 +177,6 @@ def test_behind_a_proxy_a_forged_forwarded_for_entry_is_not_believed(admin_user)
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"198.51.100.30"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Bug in settings.py: with TRUSTED_PROXY_COUNT=1, AXES_IPWARE_PROXY_COUNT=1 makes "
-        "ipware (strict) expect exactly two X-Forwarded-For entries, so the usual one-entry "
-        "header nginx writes yields no client IP at all, and every client behind the proxy "
-        "shares one lockout per username."
-    ),
-)
 @override_settings(**BEHIND_ONE_PROXY)
 def test_behind_a_proxy_each_client_is_locked_out_on_its_own(admin_user, staff_password):
     """Clients that send no X-Forwarded-For: nginx writes just their address."""
