@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
@@ -446,7 +446,10 @@ def _check_canary(p: _Pass) -> None:
     finished = rows.filter(status__in=[S.SENT, S.DELIVERED, S.FAILED]).count()
     failed = rows.filter(status=S.FAILED).count()
     threshold = settings.SMS_AUTOPAUSE_FAILURE_RATE
-    if failed > threshold * size:
+    # Pausing protects the rest of the list; with nobody left to send to it would only
+    # hide the outcome.
+    left = rows.filter(status__in=[S.PENDING, S.SENDING]).exists()
+    if failed > threshold * size and left:
         reason = (
             f"Paused: {failed} of the first {finished} messages failed, more than "
             f"{threshold:.0%} of the first {size}. Check the list and the failures, then "
@@ -454,7 +457,7 @@ def _check_canary(p: _Pass) -> None:
         )
         if blast_pause(blast_id=p.blast_id, reason=reason, cause=Blast.PauseCause.CANARY):
             p.stop_reason = reason
-    elif finished >= size:
+    elif finished >= size or not left:
         Blast.objects.filter(pk=p.blast_id).update(canary_passed=True)
         p.canary_checked = True
 
@@ -492,6 +495,16 @@ def _skip_opted_out(token: uuid.UUID, deliveries: list[Delivery]) -> list[Delive
     return [d for d in deliveries if d.phone not in blocked]
 
 
+class _InlineExecutor(Executor):
+    """For a backend that writes to the database itself (the console outbox): sending in
+    the pass's own thread keeps every query on one connection and one transaction."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
 def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     deliveries = _skip_opted_out(token, deliveries)
     in_flight = threading.Semaphore(p.max_in_flight)
@@ -521,16 +534,29 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
                 # Slow the whole pass down, not just this row: a 429 or a refused
                 # connection says Twilio wants fewer requests from us right now.
                 p.backoff_until = time.monotonic() + retry_delay(p.consecutive_retries)
-            elif result.outcome is not Outcome.SENDER_ERROR:
+            elif result.outcome is Outcome.SENDER_ERROR:
+                # Stop submitting at once; _record pauses the blast with the reason.
+                p.stop_reason = p.stop_reason or "sender error"
+            else:
                 p.consecutive_retries = 0
         drained.extend(new)
-        due = len(drained) >= 50 or time.monotonic() - last_flush >= 0.5 or outstanding == 0
+        due = (
+            len(drained) >= 50
+            or time.monotonic() - last_flush >= 0.5
+            or outstanding == 0
+            or bool(p.stop_reason)
+        )
         if drained and due:
             _record(p, drained)
             drained.clear()
             last_flush = time.monotonic()
 
-    with ThreadPoolExecutor(max_workers=p.max_in_flight, thread_name_prefix="sms-send") as pool:
+    pool: Executor
+    if getattr(p.backend, "threaded", True):
+        pool = ThreadPoolExecutor(max_workers=p.max_in_flight, thread_name_prefix="sms-send")
+    else:
+        pool = _InlineExecutor()
+    with pool:
         while pending:
             if not p.blast_still_sending() or time.monotonic() > p.deadline:
                 break

@@ -63,6 +63,7 @@ class FoundMessage:
 
 class SmsBackend(Protocol):
     sender: str
+    threaded: bool
 
     def send(self, *, to: str, body: str, status_callback: str | None) -> SendResult: ...
 
@@ -96,6 +97,8 @@ def _never_reached_twilio(exc: requests.ConnectionError) -> bool:
 
 
 class TwilioBackend:
+    threaded = True
+
     def __init__(self) -> None:
         self.account_sid = settings.TWILIO_ACCOUNT_SID
         self.auth_token = settings.TWILIO_AUTH_TOKEN
@@ -201,6 +204,8 @@ CONSOLE_MAGIC_ERRORS: dict[str, tuple[int, str]] = {
 
 class ConsoleBackend:
     sender = "console"
+    # It writes the outbox row itself, so the engine calls it from its own thread.
+    threaded = False
 
     def send(self, *, to: str, body: str, status_callback: str | None) -> SendResult:
         from messaging.models import OutboxMessage
