@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html_join
 
 from messaging.models import Blast, Delivery, OutboxMessage
+from messaging.services import blast_cancel, blast_pause, blast_resume
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
 
 
@@ -19,9 +21,11 @@ class BlastAdmin(admin.ModelAdmin):
     list_select_related = ("created_by",)
     search_fields = ("name", "body")
     filter_horizontal = ("audience_events",)
+    actions = ["pause", "resume", "cancel"]
     readonly_fields = (
         "status",
         "status_reason",
+        "progress",
         "recipient_count",
         "created_by",
         "created_at",
@@ -31,6 +35,44 @@ class BlastAdmin(admin.ModelAdmin):
         "finished_at",
         "updated_at",
     )
+
+    @admin.display(description="deliveries")
+    def progress(self, obj: Blast) -> str:
+        counts = obj.counts()
+        shown = [(label, counts[value]) for value, label in Delivery.Status.choices]
+        return format_html_join(", ", "{}: {}", ((label, n) for label, n in shown if n)) or "-"
+
+    def has_send_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return request.user.has_perm("messaging.send_blast")
+
+    def _report(self, request, verb: str, done: int, total: int) -> None:  # type: ignore[no-untyped-def]
+        text = f"{verb} {done} of {total} selected blast{'s' if total != 1 else ''}."
+        if done < total:
+            text += f" The other {total - done} could not be {verb.lower()} in their state."
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+
+    @admin.action(description="Pause selected blasts", permissions=["send"])
+    def pause(self, request, queryset):  # type: ignore[no-untyped-def]
+        ids = list(queryset.values_list("pk", flat=True))
+        done = sum(blast_pause(blast_id=pk, reason=f"Paused by {request.user}") for pk in ids)
+        self._report(request, "Paused", done, len(ids))
+
+    @admin.action(description="Resume selected blasts", permissions=["send"])
+    def resume(self, request, queryset):  # type: ignore[no-untyped-def]
+        ids = list(queryset.values_list("pk", flat=True))
+        done = sum(blast_resume(blast_id=pk) for pk in ids)
+        self._report(request, "Resumed", done, len(ids))
+
+    @admin.action(
+        description="Cancel selected blasts (what is left is not sent)", permissions=["send"]
+    )
+    def cancel(self, request, queryset):  # type: ignore[no-untyped-def]
+        ids = list(queryset.values_list("pk", flat=True))
+        done = sum(
+            blast_cancel(blast_id=pk, reason=f"Cancelled by {request.user}") is not None
+            for pk in ids
+        )
+        self._report(request, "Cancelled", done, len(ids))
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         # A blast is created by the blast service (compose page, send_blast), which
