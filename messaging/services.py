@@ -570,6 +570,15 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
             while (wait := slot - time.time()) > 0:
                 drain(block_for=min(wait, 0.2))
             delivery = pending.popleft()
+            # Re-claim right before the call: if the row stopped being ours (a sweeper
+            # took it for a dead worker's while this one was stalled, or the blast was
+            # cancelled), it is not sent. claimed_at becomes the moment of this attempt,
+            # which reconciliation searches from and the stale-claim check measures.
+            if not Delivery.objects.filter(
+                pk=delivery.pk, claim_token=token, status=S.SENDING
+            ).update(claimed_at=timezone.now()):
+                in_flight.release()
+                continue
             outstanding += 1
             future = pool.submit(_send_one, p.backend, delivery)
             future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
@@ -666,9 +675,10 @@ def blast_finish_if_done(*, blast_id: int) -> bool:
 def deliveries_expire_stale_claims() -> int:
     """Rows left 'sending' by a worker that died mid-call: the outcome is unknown."""
     cutoff = timezone.now() - timedelta(seconds=settings.SMS_CLAIM_STALE_SECONDS)
+    # The claim token stays: a late answer from a worker that was only slow still
+    # settles the row (see _record).
     return Delivery.objects.filter(status=S.SENDING, claimed_at__lt=cutoff).update(
         status=S.UNKNOWN,
-        claim_token=None,
         error_message="The worker stopped while sending; the outcome is unknown until "
         "Twilio's records are checked.",
         updated_at=timezone.now(),

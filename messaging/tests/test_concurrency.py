@@ -228,3 +228,31 @@ def test_broker_down_at_creation_saves_the_blast_and_the_sweeper_sends_it(
     blast.refresh_from_db()
     assert blast.status == B.SENT
     assert Counter(m["to"] for m in fake_twilio.messages) == {phone(i): 1 for i in range(5)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_workers_expired_claims_are_not_sent_twice(fake_twilio, settings):
+    """The sweeper may take a live but stalled worker's rows for a dead one's."""
+    settings.SMS_RATE_PER_SECOND = 6
+    settings.SMS_CLAIM_STALE_SECONDS = 1
+    settings.SMS_RECONCILE_AFTER_MINUTES = 0
+    make_members(12)
+    blast = blast_create(body="Hello", community=True)
+    slow = threading.Thread(
+        target=lambda: (blast_process(blast_id=blast.pk, time_budget=60), connections.close_all())
+    )
+    slow.start()
+    assert fake_twilio.wait_for_messages(3, timeout=10)
+    time.sleep(1.2)
+    # Meanwhile the sweeper and reconciliation run, and another worker picks up.
+    from messaging.services import deliveries_expire_stale_claims, deliveries_reconcile
+
+    assert deliveries_expire_stale_claims() > 0
+    assert deliveries_reconcile()["pending"] > 0
+    finish(blast)
+    slow.join(timeout=30)
+    finish(blast)
+
+    assert Counter(m["to"] for m in fake_twilio.messages) == {phone(i): 1 for i in range(12)}
+    blast.refresh_from_db()
+    assert blast.status == B.SENT
