@@ -33,7 +33,14 @@ from django.utils import timezone
 from events.models import Event, Registration
 from members.models import Member
 from messaging.models import Blast, Delivery, SendRateLimiter
-from messaging.sms import Outcome, SendResult, SmsBackend, get_backend, status_callback_url
+from messaging.sms import (
+    FoundMessage,
+    Outcome,
+    SendResult,
+    SmsBackend,
+    get_backend,
+    status_callback_url,
+)
 from messaging.templating import Template, TemplateError, recipient_values, template_parse
 from messaging.twilio_errors import describe
 from smsadmin.models import User
@@ -719,11 +726,13 @@ def blasts_sweep() -> dict[str, int]:
     return {"stale_claims": stale_claims, "dispatched": dispatched, "requeued": requeued}
 
 
-def delivery_reconcile(*, delivery: Delivery, backend: SmsBackend | None = None) -> str:
-    """Settle one unknown row from Twilio's own records: 'sent' if found, else 'pending'."""
-    backend = backend or get_backend()
+def _look_up(backend: SmsBackend, delivery: Delivery) -> FoundMessage | None:
     since = delivery.claimed_at or delivery.created_at
-    found = backend.find_sent(to=delivery.phone, body=delivery.body, since=since)
+    return backend.find_sent(to=delivery.phone, body=delivery.body, since=since)
+
+
+def _settle(delivery: Delivery, found: FoundMessage | None) -> str:
+    """Apply what Twilio's records say, only if the row is still unknown."""
     now = timezone.now()
     rows = Delivery.objects.filter(pk=delivery.pk, status=S.UNKNOWN)
     if found is not None:
@@ -746,8 +755,14 @@ def delivery_reconcile(*, delivery: Delivery, backend: SmsBackend | None = None)
     return "pending" if changed else "unchanged"
 
 
-def deliveries_reconcile(*, limit: int = 500, backend: SmsBackend | None = None) -> dict[str, int]:
+def delivery_reconcile(*, delivery: Delivery, backend: SmsBackend | None = None) -> str:
+    """Settle one unknown row from Twilio's own records: 'sent' if found, else 'pending'."""
+    return _settle(delivery, _look_up(backend or get_backend(), delivery))
+
+
+def deliveries_reconcile(*, limit: int = 300, backend: SmsBackend | None = None) -> dict[str, int]:
     """Every minute: unknown rows no status callback settled in SMS_RECONCILE_AFTER_MINUTES."""
+    backend = backend or get_backend()
     cutoff = timezone.now() - timedelta(minutes=settings.SMS_RECONCILE_AFTER_MINUTES)
     rows = list(
         Delivery.objects.filter(status=S.UNKNOWN)
@@ -756,14 +771,26 @@ def deliveries_reconcile(*, limit: int = 500, backend: SmsBackend | None = None)
     )
     outcome = {"sent": 0, "pending": 0, "unchanged": 0, "errors": 0}
     touched: set[int] = set()
-    for delivery in rows:
+
+    def look_up(delivery: Delivery) -> FoundMessage | None | Exception:
         try:
-            result = delivery_reconcile(delivery=delivery, backend=backend)
-        except Exception:  # Twilio unreachable: try again next minute, decide nothing
-            logger.warning("Could not reconcile delivery %s", delivery.pk, exc_info=True)
+            return _look_up(backend, delivery)
+        except Exception as exc:  # Twilio unreachable: decide nothing, try next minute
+            return exc
+
+    # Look-ups go out several at a time (one list request each); the answers are
+    # applied here, on this thread's database connection.
+    if getattr(backend, "threaded", True) and len(rows) > 1:
+        with ThreadPoolExecutor(max_workers=max(1, settings.SMS_MAX_IN_FLIGHT)) as pool:
+            answers = list(pool.map(look_up, rows))
+    else:
+        answers = [look_up(delivery) for delivery in rows]
+    for delivery, answer in zip(rows, answers, strict=True):
+        if isinstance(answer, Exception):
+            logger.warning("Could not reconcile delivery %s: %s", delivery.pk, answer)
             outcome["errors"] += 1
             continue
-        outcome[result] += 1
+        outcome[_settle(delivery, answer)] += 1
         touched.add(delivery.blast_id)
     for blast_id in touched:
         Blast.objects.filter(pk=blast_id, status=B.SENDING).update(
