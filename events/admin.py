@@ -60,3 +60,4 @@ class RegistrationAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
     search_fields = ("first_name", "last_name", "=phone", "event__name")
     autocomplete_fields = ("event",)
     readonly_fields = ("created_at",)
+    actions = ["export_csv"]

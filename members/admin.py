@@ -24,6 +24,7 @@ class MemberAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
         "notes",
         ("created_at", "updated_at"),
     )
+    actions = ["export_csv"]
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         return [
