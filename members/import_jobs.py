@@ -133,7 +133,10 @@ def import_job_confirm(*, job_id: int) -> bool:
     """Staff said yes to the preview. False when the job was not waiting for that."""
     return (
         ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.PREVIEWED).update(
-            status=ImportJob.Status.CONFIRMED, status_message="", updated_at=timezone.now()
+            status=ImportJob.Status.CONFIRMED,
+            status_message="",
+            progress_done=0,
+            updated_at=timezone.now(),
         )
         == 1
     )

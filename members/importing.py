@@ -44,7 +44,7 @@ _CHUNK = 1 << 16
 # is a quote that was never closed, which would swallow the rest of the file silently.
 _MAX_LINES_PER_ROW = 20
 
-# Header spellings, compared after _header_key(): lower case, '_' '-' '.' as spaces.
+# Header spellings, compared after _header_key(): any case, '_' '-' '.' read as spaces.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "first_name": ("first name", "first", "given name", "firstname", "forename"),
     "last_name": ("last name", "surname", "last", "lastname", "family name"),
@@ -61,10 +61,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "cell number",
         "phone no",
     ),
-    "email": ("email", "e mail", "email address", "e mail address"),
+    "email": ("email", "e-mail", "email address", "e-mail address"),
     "name": ("name", "full name", "fullname"),
 }
-_ALIAS_TO_FIELD = {alias: name for name, aliases in COLUMN_ALIASES.items() for alias in aliases}
 
 
 class ImportFileError(Exception):
@@ -312,6 +311,11 @@ def _header_key(cell: str) -> str:
     for ch in "_-.":
         key = key.replace(ch, " ")
     return " ".join(key.rstrip(":*").split())
+
+
+_ALIAS_TO_FIELD = {
+    _header_key(alias): name for name, aliases in COLUMN_ALIASES.items() for alias in aliases
+}
 
 
 def _match_columns(header: list[str]) -> tuple[dict[str, int], list[str]]:

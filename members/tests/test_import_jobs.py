@@ -262,6 +262,8 @@ def test_big_file_goes_to_the_worker_after_commit(settings, django_capture_on_co
     assert job.progress_done == job.progress_total == job.line_count
 
     import_job_confirm(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.progress_done == 0  # the bar starts over while it waits for a worker
     with django_capture_on_commit_callbacks(execute=True):
         import_job_start(job=job)
 
