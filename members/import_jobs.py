@@ -222,16 +222,10 @@ def _checked_format(job: ImportJob) -> CsvFormat:
 
 
 def _summary_fields(summary: ImportSummary) -> dict[str, Any]:
+    """The summary as ImportJob fields: rows, new_count, updated_count, ..."""
     return {
-        "rows": summary.rows,
-        "new_count": summary.new,
-        "updated_count": summary.updated,
-        "unchanged_count": summary.unchanged,
-        "invalid_count": summary.invalid,
-        "duplicate_count": summary.duplicate,
-        "blank_count": summary.blank,
-        "unsubscribed_count": summary.unsubscribed,
-        "suppressed_count": summary.suppressed,
+        name if name == "rows" else f"{name}_count": value
+        for name, value in summary.counts().items()
     }
 
 

@@ -592,8 +592,8 @@ def _write_batch_once(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
     return actions
 
 
-def format_summary(summary: ImportSummary | ImportJob, *, applied: bool) -> list[str]:
-    """The summary as lines of text, for the command line and the job's notes."""
+def format_summary(summary: ImportSummary, *, applied: bool) -> list[str]:
+    """The summary as lines of text, for the command line."""
     counts = summary.counts()
     verb = "Imported" if applied else "Would import"
     lines = [
