@@ -188,7 +188,7 @@ def _guarded(job_id: int, work: Callable[[ImportJob], None]) -> None:
         message = f"The import stopped on an unexpected error ({type(exc).__name__})."
         if job.status == ImportJob.Status.APPLYING:
             message += (
-                " Batches written before it stay. Importing the same file again is safe: "
+                " Batches written before it, if any, stay. Importing the same file again is safe: "
                 "contacts are matched by phone, so none is duplicated."
             )
         else:
