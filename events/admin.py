@@ -1,7 +1,12 @@
 from django.contrib import admin
 from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path
 
 from events.models import Event, Registration
+from members.import_admin import can_import, upload_view
+from members.models import ImportJob
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
 
 
@@ -15,6 +20,31 @@ class EventAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return super().get_queryset(request).annotate(_registrations=Count("registrations"))
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path(
+                "<int:event_id>/import/",
+                self.admin_site.admin_view(self.import_view),
+                name="events_event_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        event = get_object_or_404(Event, pk=event_id)
+        return upload_view(
+            request, model_admin=self, pool=ImportJob.Pool.REGISTRATIONS, event=event
+        )
+
+    import_view.csrf_exempt = True  # type: ignore[attr-defined]  # upload_view checks it
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = {
+            "can_import": can_import(request.user, ImportJob.Pool.REGISTRATIONS),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="registrations", ordering="_registrations")
     def registration_count(self, obj: Event) -> int:
@@ -30,3 +60,4 @@ class RegistrationAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
     search_fields = ("first_name", "last_name", "=phone", "event__name")
     autocomplete_fields = ("event",)
     readonly_fields = ("created_at",)
+    actions = ["export_csv"]

@@ -1,7 +1,12 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 
-from members.models import Member
+from members.import_admin import ImportJobAdmin, can_import, upload_view
+from members.models import ImportJob, Member
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+
+__all__ = ["ImportJobAdmin", "MemberAdmin"]
 
 
 @admin.register(Member)
@@ -19,3 +24,26 @@ class MemberAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
         "notes",
         ("created_at", "updated_at"),
     )
+    actions = ["export_csv"]
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="members_member_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        return upload_view(request, model_admin=self, pool=ImportJob.Pool.MEMBERS, event=None)
+
+    import_view.csrf_exempt = True  # type: ignore[attr-defined]  # upload_view checks it
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        extra_context = {
+            "can_import": can_import(request.user, ImportJob.Pool.MEMBERS),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context)

@@ -97,6 +97,7 @@ class DeliveryAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
     search_fields = ("=phone", "=twilio_sid", "last_name")
     raw_id_fields = ("blast", "event")
     readonly_fields = [f.name for f in Delivery._meta.fields]
+    actions = ["export_csv"]
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         # Rows come from creating a blast, never by hand.

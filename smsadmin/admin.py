@@ -2,7 +2,13 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import HttpRequest
 
+from smsadmin.csv_export import export_csv
 from smsadmin.models import User
+
+# Offered only where a ModelAdmin names it (actions = ["export_csv"]): exporting users
+# or the outbox is not something every list should do.
+admin.site.add_action(export_csv, "export_csv")
+admin.site.disable_action("export_csv")
 
 
 @admin.register(User)

@@ -31,6 +31,24 @@ def normalize_phone(raw: object, *, region: str | None = None) -> str:
     if not text:
         raise InvalidPhoneNumber("No phone number given.")
     region = (region or settings.SMS_DEFAULT_REGION).upper()
+    if text in _known_valid:
+        return text
+    e164 = _normalize(text, region)
+    if len(_known_valid) >= _KNOWN_VALID_MAX:
+        _known_valid.clear()
+    _known_valid.add(e164)
+    return e164
+
+
+# Every number that came out of normalize_phone valid. PhoneNumberField.get_prep_value
+# sends each stored number back through it on every query and save, so an import or a
+# blast would otherwise parse each phone four or five times. A valid E.164 number
+# normalizes to itself in any region, so the answer is the same as parsing it again.
+_known_valid: set[str] = set()
+_KNOWN_VALID_MAX = 65536
+
+
+def _normalize(text: str, region: str) -> str:
     if not any(ch.isdigit() for ch in text):
         raise InvalidPhoneNumber(f"'{text}' has no digits.")
     candidate = text

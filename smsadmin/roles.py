@@ -11,7 +11,15 @@ SOCIAL_MANAGER = "Social manager"
 # users, lift a suppression, or re-subscribe someone who opted out (deleting an
 # unsubscribe), since those can make us text people who asked us not to.
 SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
-    "members": ["add_member", "change_member", "delete_member", "view_member"],
+    "members": [
+        "add_member",
+        "change_member",
+        "delete_member",
+        "view_member",
+        # Uploading a CSV file (and confirming it) and seeing past imports.
+        "add_importjob",
+        "view_importjob",
+    ],
     "events": [
         "add_event",
         "change_event",

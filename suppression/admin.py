@@ -12,6 +12,7 @@ class UnsubscribedContactAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmi
     list_select_related = ("created_by",)
     search_fields = ("=phone", "reason", "evidence")
     readonly_fields = ("created_by", "created_at")
+    actions = ["export_csv"]
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         if not change:
@@ -44,7 +45,7 @@ class SuppressedContactAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin)
         "updated_at",
     )
 
-    actions = ["lift"]
+    actions = ["lift", "export_csv"]
 
     @admin.action(
         description="Lift selected suppressions (texts may reach them again)",

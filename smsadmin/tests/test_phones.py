@@ -60,3 +60,22 @@ def test_invalid_numbers_are_rejected_with_a_reason(raw, reason):
 def test_format_phone_for_people():
     assert format_phone("+12015550123") == "(201) 555-0123"
     assert format_phone("+442079460958") == "+44 20 7946 0958"
+
+
+def test_stored_numbers_are_parsed_once_and_answer_the_same(monkeypatch):
+    from smsadmin import phones
+
+    phones._known_valid.clear()
+    calls = []
+    real = phones._normalize
+    monkeypatch.setattr(phones, "_normalize", lambda *a: (calls.append(a), real(*a))[1])
+
+    assert normalize_phone("(201) 555-0123") == "+12015550123"
+    assert [normalize_phone("+12015550123") for _ in range(3)] == ["+12015550123"] * 3
+    with override_settings(SMS_DEFAULT_REGION="GB"):
+        assert normalize_phone("+12015550123") == "+12015550123"
+    assert len(calls) == 1
+    for _ in range(2):  # an invalid number is never remembered: it raises every time
+        with pytest.raises(InvalidPhoneNumber, match="not a valid number"):
+            normalize_phone("+12005550123")
+    assert len(calls) == 3

@@ -1,0 +1,615 @@
+"""CSV import of contacts into either pool: community members or one event's registrations.
+
+One importer serves both pools and every entry point (admin, worker, command line):
+
+- ``inspect_file`` reads the whole file once without touching the database and refuses
+  what cannot be imported at all (empty, binary, unknown encoding, no phone column,
+  broken quoting), so bad input is refused before anything is written.
+- ``import_preview`` classifies every row against the database (new, updated,
+  unchanged, invalid, duplicate) and writes nothing.
+- ``import_apply`` does the same pass and writes, batch by batch.
+
+members.import_jobs keeps an upload between preview and confirm for the admin.
+
+Rows are streamed: memory holds one batch of contacts and the set of phones seen so far
+(to collapse duplicates), never the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from events.models import Registration
+from members.models import ImportJob, Member
+from smsadmin.csv_export import FORMULA_PREFIXES, escape_cell
+from smsadmin.phones import InvalidPhoneNumber, normalize_phone
+from suppression.services import blocked_phones
+
+BATCH_SIZE = 1000
+SHOWN_PROBLEMS = 50
+_CHUNK = 1 << 16
+# A quoted cell may hold a line break (an address); one that runs on for this many lines
+# is a quote that was never closed, which would swallow the rest of the file silently.
+_MAX_LINES_PER_ROW = 20
+
+# Header spellings, compared after _header_key(): any case, '_' '-' '.' read as spaces.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "first_name": ("first name", "first", "given name", "firstname", "forename"),
+    "last_name": ("last name", "surname", "last", "lastname", "family name"),
+    "phone": (
+        "phone",
+        "mobile",
+        "cell",
+        "phone number",
+        "tel",
+        "telephone",
+        "mobile number",
+        "mobile phone",
+        "cell phone",
+        "cell number",
+        "phone no",
+    ),
+    "email": ("email", "e-mail", "email address", "e-mail address"),
+    "name": ("name", "full name", "fullname"),
+}
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported; the message tells a person why."""
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """What ``inspect_file`` found: how to read the file and which column holds what."""
+
+    encoding: str
+    delimiter: str
+    header: list[str]
+    header_line: int
+    columns: dict[str, int]
+    ignored: list[str]
+    line_count: int
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    kind: str  # "invalid" or "duplicate"
+    reason: str
+
+
+@dataclass
+class ImportSummary:
+    """What a pass over the file found (preview) or did (apply)."""
+
+    rows: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    invalid: int = 0
+    duplicate: int = 0
+    blank: int = 0
+    unsubscribed: int = 0
+    suppressed: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    plan_digest: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "invalid": self.invalid,
+            "duplicate": self.duplicate,
+            "blank": self.blank,
+            "unsubscribed": self.unsubscribed,
+            "suppressed": self.suppressed,
+        }
+
+
+class _Contact(NamedTuple):
+    phone: str
+    values: dict[str, str]  # only the fields the row gives; blank cells never erase
+
+
+@dataclass(frozen=True)
+class _PoolSpec:
+    model: type[models.Model]
+    scope: dict[str, Any]
+    fields: tuple[str, ...]
+    touch_updated_at: bool
+
+
+def validate_pool(*, pool: str, event_id: int | None) -> None:
+    """Raise ValueError unless ``pool`` names a pool and an event is given where needed."""
+    _pool_spec(pool=pool, event_id=event_id)
+
+
+def _pool_spec(*, pool: str, event_id: int | None) -> _PoolSpec:
+    if pool == ImportJob.Pool.MEMBERS:
+        return _PoolSpec(Member, {}, ("first_name", "last_name", "email"), True)
+    if pool == ImportJob.Pool.REGISTRATIONS:
+        if event_id is None:
+            raise ValueError("Importing registrations needs an event.")
+        return _PoolSpec(Registration, {"event_id": event_id}, ("first_name", "last_name"), False)
+    raise ValueError(f"Unknown pool {pool!r}.")
+
+
+# --- Reading the file -----------------------------------------------------------------
+
+
+def inspect_file(*, path: Path) -> CsvFormat:
+    """Check that ``path`` is a CSV file of contacts and say how to read it.
+
+    Reads the whole file (encoding and quoting errors can sit on the last line) but
+    keeps only a chunk in memory. Raises ImportFileError for anything that cannot be
+    imported, with a message for the person who chose the file.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImportFileError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if size == 0:
+        raise ImportFileError("The file is empty.")
+    if size > settings.IMPORT_MAX_BYTES:
+        raise ImportFileError(too_big_message(size))
+    sha256, line_count, encoding = _scan(path)
+    header, header_line, delimiter = _read_header(path, encoding)
+    columns, ignored = _match_columns(header)
+    if "phone" not in columns:
+        found = ", ".join(f"'{cell}'" for cell in header if cell.strip()) or "nothing"
+        raise ImportFileError(
+            "No phone column. The first line must name the columns, one of them phone, "
+            f"mobile, cell, phone number or tel. The first line has: {found}."
+        )
+    fmt = CsvFormat(
+        encoding=encoding,
+        delimiter=delimiter,
+        header=header,
+        header_line=header_line,
+        columns=columns,
+        ignored=ignored,
+        line_count=line_count,
+        sha256=sha256,
+        size=size,
+    )
+    # Read to the end even after the first contact: a broken quote further down must
+    # be found now, before anything is written.
+    has_contacts = False
+    for _line, cells in _records(path, fmt):
+        has_contacts = has_contacts or _has_content(cells)
+    if not has_contacts:
+        raise ImportFileError("The file has a header line but no contacts below it.")
+    return fmt
+
+
+def describe_columns(*, fmt: CsvFormat, pool: str) -> dict[str, Any]:
+    """Which header cell feeds which field, and which columns are left out."""
+    wanted = ("phone", "name", *_pool_spec(pool=pool, event_id=0).fields)
+    used = {name: fmt.header[index] for name, index in fmt.columns.items() if name in wanted}
+    unused = [fmt.header[index] for name, index in fmt.columns.items() if name not in wanted]
+    return {"used": used, "ignored": [*unused, *fmt.ignored]}
+
+
+def _scan(path: Path) -> tuple[str, int, str]:
+    """SHA-256, line count and encoding, in one pass over the bytes."""
+    digest = hashlib.sha256()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    cp1252 = codecs.getincrementaldecoder("cp1252")()
+    utf8_ok = cp1252_ok = True
+    newlines = returns = 0
+    last = b""
+    with path.open("rb") as raw:
+        first = raw.read(_CHUNK)
+        _refuse_binary_signature(first)
+        # Excel's "Unicode Text" is UTF-16 with a BOM; its NUL bytes are not binary.
+        utf16 = first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        utf16_decoder = codecs.getincrementaldecoder("utf-16")()
+        chunk = first
+        while chunk:
+            digest.update(chunk)
+            newlines += chunk.count(b"\n")
+            returns += chunk.count(b"\r")
+            last = chunk
+            if utf16:
+                try:
+                    utf16_decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    raise ImportFileError(_not_text_message("valid UTF-16")) from None
+            else:
+                if b"\x00" in chunk:
+                    raise ImportFileError(
+                        "This is not a text file (it holds binary data). Upload a CSV file."
+                    )
+                if utf8_ok:
+                    try:
+                        utf8.decode(chunk)
+                    except UnicodeDecodeError:
+                        utf8_ok = False
+                if cp1252_ok:
+                    try:
+                        cp1252.decode(chunk)
+                    except UnicodeDecodeError:
+                        cp1252_ok = False
+            chunk = raw.read(_CHUNK)
+    if utf16:
+        if not _decodes_to_the_end(utf16_decoder):
+            raise ImportFileError(_not_text_message("valid UTF-16"))
+        encoding = "utf-16"
+    elif utf8_ok and _decodes_to_the_end(utf8):
+        encoding = "utf-8-sig" if first.startswith(codecs.BOM_UTF8) else "utf-8"
+    elif cp1252_ok:
+        # Not UTF-8, so most likely Excel's "CSV (Comma delimited)" on Windows.
+        encoding = "cp1252"
+    else:
+        raise ImportFileError(_not_text_message("UTF-8 or Windows-1252"))
+    # CR-only files (old Mac exports) have no \n at all.
+    lines = max(newlines, returns)
+    if last and not last.endswith((b"\n", b"\r")):
+        lines += 1
+    return digest.hexdigest(), lines, encoding
+
+
+def _decodes_to_the_end(decoder: codecs.IncrementalDecoder) -> bool:
+    """False when the file stops in the middle of a character."""
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _not_text_message(encoding: str) -> str:
+    return f"The file is not {encoding} text. Save it as 'CSV UTF-8' and upload it again."
+
+
+def _refuse_binary_signature(head: bytes) -> None:
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise ImportFileError(
+            "This is an Excel workbook, not a CSV file. In Excel choose File > Save As > "
+            "'CSV UTF-8 (Comma delimited)' and upload that file."
+        )
+    if head.startswith(b"%PDF"):
+        raise ImportFileError("This is a PDF, not a CSV file.")
+
+
+def _read_header(path: Path, encoding: str) -> tuple[list[str], int, str]:
+    """The first non-blank line as cells, its line number, and the delimiter.
+
+    The delimiter is the one of , ; and tab the header line uses most: a header names
+    columns, so it almost never holds a delimiter of its own, while data cells (names
+    with commas, addresses) do; csv.Sniffer looks at data too and guesses wrong on them.
+    """
+    with path.open(encoding=encoding, newline="") as text:
+        for number, line in enumerate(text, start=1):
+            if not line.strip():
+                continue
+            counts = {d: line.count(d) for d in (",", ";", "\t")}
+            delimiter = max(counts, key=lambda d: (counts[d], d == ","))
+            cells = next(csv.reader([line], delimiter=delimiter))
+            return [_clean_cell(cell) for cell in cells], number, delimiter
+    raise ImportFileError("The file holds only blank lines.")
+
+
+def _header_key(cell: str) -> str:
+    key = cell.strip().lstrip("\ufeff").lower()
+    for ch in "_-.":
+        key = key.replace(ch, " ")
+    return " ".join(key.rstrip(":*").split())
+
+
+_ALIAS_TO_FIELD = {
+    _header_key(alias): name for name, aliases in COLUMN_ALIASES.items() for alias in aliases
+}
+
+
+def _match_columns(header: list[str]) -> tuple[dict[str, int], list[str]]:
+    columns: dict[str, int] = {}
+    ignored: list[str] = []
+    for index, cell in enumerate(header):
+        name = _ALIAS_TO_FIELD.get(_header_key(cell))
+        # The first column of a kind wins: two phone columns (home, mobile) cannot both
+        # be the contact's number.
+        if name and name not in columns:
+            columns[name] = index
+        elif cell.strip():
+            ignored.append(cell.strip())
+    return columns, ignored
+
+
+def _records(path: Path, fmt: CsvFormat) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) for every record after the header, blank ones included."""
+    with path.open(encoding=fmt.encoding, newline="") as text:
+        reader = csv.reader(text, delimiter=fmt.delimiter)
+        previous_end = 0
+        try:
+            for cells in reader:
+                line = previous_end + 1
+                previous_end = reader.line_num
+                if line <= fmt.header_line:
+                    continue
+                if previous_end - line >= _MAX_LINES_PER_ROW:
+                    raise ImportFileError(
+                        f'Line {line}: a quote (") opened on this line is never closed, so '
+                        "the lines after it would read as one cell. Fix the quote and "
+                        "upload the file again."
+                    )
+                yield line, cells
+        except csv.Error as exc:
+            raise ImportFileError(
+                f"Line {reader.line_num}: the CSV is malformed ({exc})."
+            ) from None
+
+
+def _has_content(cells: list[str]) -> bool:
+    return any(cell.strip() for cell in cells)
+
+
+def _clean_cell(cell: str) -> str:
+    cell = cell.strip()
+    # Undo the formula guard our own exports add, so an export imports back unchanged.
+    if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_PREFIXES:
+        cell = cell[1:]
+    return cell
+
+
+def _parse_row(cells: list[str], fmt: CsvFormat, spec: _PoolSpec) -> _Contact | str:
+    """A contact from one row, or the reason the row cannot be imported."""
+
+    def cell(name: str) -> str:
+        index = fmt.columns.get(name)
+        if index is None or index >= len(cells):
+            return ""
+        return _clean_cell(cells[index])
+
+    try:
+        phone = normalize_phone(cell("phone"))
+    except InvalidPhoneNumber as exc:
+        return str(exc)
+    values: dict[str, str] = {}
+    first, last = cell("first_name"), cell("last_name")
+    if "name" in fmt.columns and not (first and last):
+        split_first, split_last = split_name(cell("name"))
+        first = first or split_first
+        last = last or split_last
+    if first:
+        values["first_name"] = first
+    if last:
+        values["last_name"] = last
+    if "email" in spec.fields and (email := cell("email")):
+        try:
+            validate_email(email)
+        except ValidationError:
+            return f"'{email}' is not an email address."
+        values["email"] = email
+    for name, value in values.items():
+        limit = spec.model._meta.get_field(name).max_length
+        if limit and len(value) > limit:
+            label = name.replace("_", " ")
+            return f"The {label} is longer than {limit} characters."
+    return _Contact(phone, values)
+
+
+def split_name(full: str) -> tuple[str, str]:
+    """'Jane Doe' -> ('Jane', 'Doe'); 'Doe, Jane' -> ('Jane', 'Doe').
+
+    Without a comma the first word is the first name and the rest the last name, which
+    keeps surnames like 'de la Cruz' or 'van Dijk' whole.
+    """
+    full = " ".join(full.split())
+    if "," in full:
+        last, _, first = full.partition(",")
+        return first.strip(), last.strip()
+    first, _, last = full.partition(" ")
+    return first, last
+
+
+# --- The pass over the rows -----------------------------------------------------------
+
+
+ProgressCallback = Callable[[int], None]
+
+
+def import_preview(
+    *,
+    path: Path,
+    pool: str,
+    event_id: int | None = None,
+    fmt: CsvFormat | None = None,
+    report: IO[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ImportSummary:
+    """What importing ``path`` would do, row by row, without writing anything.
+
+    ``report``, when given, receives every problem row as CSV (the downloadable
+    error report). ``on_progress`` is called with the current line number after each
+    batch. Raises ImportFileError when the file cannot be imported at all.
+    """
+    return _run(
+        path=path,
+        spec=_pool_spec(pool=pool, event_id=event_id),
+        fmt=fmt or inspect_file(path=path),
+        write=False,
+        report=report,
+        on_progress=on_progress,
+    )
+
+
+def import_apply(
+    *,
+    path: Path,
+    pool: str,
+    event_id: int | None = None,
+    fmt: CsvFormat | None = None,
+    report: IO[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ImportSummary:
+    """Import ``path``: create new contacts, update changed ones, matched by phone.
+
+    Writes in batches of BATCH_SIZE, each in its own transaction, so other writers
+    (the send engine) are never locked out for the length of a big file. The file is
+    fully checked first, so a file that cannot be read writes nothing. Returns what was
+    done, in the same terms as import_preview.
+    """
+    return _run(
+        path=path,
+        spec=_pool_spec(pool=pool, event_id=event_id),
+        fmt=fmt or inspect_file(path=path),
+        write=True,
+        report=report,
+        on_progress=on_progress,
+    )
+
+
+def _run(
+    *,
+    path: Path,
+    spec: _PoolSpec,
+    fmt: CsvFormat,
+    write: bool,
+    report: IO[str] | None,
+    on_progress: ProgressCallback | None,
+) -> ImportSummary:
+    summary = ImportSummary()
+    plan = hashlib.sha256()
+    first_line_of: dict[str, int] = {}
+    batch: list[_Contact] = []
+    report_writer = csv.writer(report) if report is not None else None
+    if report_writer:
+        report_writer.writerow(["line", "problem", "reason", *map(escape_cell, fmt.header)])
+
+    def problem(line: int, kind: str, reason: str, cells: list[str]) -> None:
+        if len(summary.problems) < SHOWN_PROBLEMS:
+            summary.problems.append(Problem(line, kind, reason))
+        if report_writer:
+            report_writer.writerow([line, kind, escape_cell(reason), *map(escape_cell, cells)])
+
+    def flush(line: int) -> None:
+        if batch:
+            actions = _write_batch(spec, batch) if write else _plan_batch(spec, batch)
+            for contact, action in zip(batch, actions, strict=True):
+                setattr(summary, action, getattr(summary, action) + 1)
+                plan.update(f"{action} {contact.phone}\n".encode())
+            for reason in blocked_phones(phones=(c.phone for c in batch)).values():
+                setattr(summary, reason, getattr(summary, reason) + 1)
+            batch.clear()
+        if on_progress:
+            on_progress(line)
+
+    line = fmt.header_line
+    for line, cells in _records(path, fmt):
+        if not _has_content(cells):
+            summary.blank += 1
+            continue
+        summary.rows += 1
+        parsed = _parse_row(cells, fmt, spec)
+        if isinstance(parsed, str):
+            summary.invalid += 1
+            problem(line, "invalid", parsed, cells)
+            continue
+        first = first_line_of.setdefault(parsed.phone, line)
+        if first != line:
+            summary.duplicate += 1
+            problem(line, "duplicate", f"Same phone as line {first}, which is kept.", cells)
+            continue
+        batch.append(parsed)
+        if len(batch) >= BATCH_SIZE:
+            flush(line)
+    flush(line)
+    summary.plan_digest = plan.hexdigest()
+    return summary
+
+
+def _existing(spec: _PoolSpec, phones: Iterable[str]) -> dict[str, models.Model]:
+    rows = spec.model.objects.filter(**spec.scope, phone__in=list(phones)).only(
+        "id", "phone", *spec.fields
+    )
+    return {row.phone: row for row in rows}
+
+
+def _action(contact: _Contact, row: models.Model | None) -> str:
+    if row is None:
+        return "new"
+    if any(getattr(row, name) != value for name, value in contact.values.items()):
+        return "updated"
+    return "unchanged"
+
+
+def _plan_batch(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
+    existing = _existing(spec, (c.phone for c in batch))
+    return [_action(c, existing.get(c.phone)) for c in batch]
+
+
+def _write_batch(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
+    try:
+        return _write_batch_once(spec, batch)
+    except IntegrityError:
+        # Someone added one of these phones between our read and our insert; read the
+        # batch again and update that row instead of duplicating it.
+        return _write_batch_once(spec, batch)
+
+
+@transaction.atomic
+def _write_batch_once(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
+    existing = _existing(spec, (c.phone for c in batch))
+    actions = [_action(c, existing.get(c.phone)) for c in batch]
+    now = timezone.now()
+    created: list[models.Model] = []
+    changed: list[models.Model] = []
+    changed_fields: set[str] = set()
+    for contact, action in zip(batch, actions, strict=True):
+        if action == "new":
+            created.append(spec.model(**spec.scope, phone=contact.phone, **contact.values))
+        elif action == "updated":
+            row = existing[contact.phone]
+            for name, value in contact.values.items():
+                setattr(row, name, value)
+            changed_fields.update(contact.values)
+            if spec.touch_updated_at:
+                row.updated_at = now  # type: ignore[attr-defined]
+            changed.append(row)
+    if created:
+        spec.model.objects.bulk_create(created, batch_size=BATCH_SIZE)
+    if changed:
+        if spec.touch_updated_at:
+            changed_fields.add("updated_at")
+        spec.model.objects.bulk_update(changed, sorted(changed_fields), batch_size=BATCH_SIZE)
+    return actions
+
+
+def format_summary(summary: ImportSummary, *, applied: bool) -> list[str]:
+    """The summary as lines of text, for the command line."""
+    counts = summary.counts()
+    verb = "Imported" if applied else "Would import"
+    lines = [
+        f"{verb}: {counts['new']} new, {counts['updated']} updated, "
+        f"{counts['unchanged']} unchanged.",
+        f"Skipped: {counts['invalid']} invalid, {counts['duplicate']} duplicate in the file, "
+        f"{counts['blank']} blank lines.",
+        f"Of the contacts in the file, {counts['unsubscribed']} are unsubscribed and "
+        f"{counts['suppressed']} suppressed: they are kept but get no blasts.",
+    ]
+    return lines
+
+
+def too_big_message(size: int) -> str:
+    limit_mb = settings.IMPORT_MAX_BYTES / (1024 * 1024)
+    return (
+        f"The file is {size / (1024 * 1024):.1f} MB; the largest import is {limit_mb:.0f} MB "
+        "(IMPORT_MAX_BYTES). Split it into smaller files."
+    )
