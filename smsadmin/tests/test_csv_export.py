@@ -133,7 +133,7 @@ def test_unsubscribed_and_suppressed_exports(admin_client, admin_user):
     supp_rows = export(admin_client, "/admin/suppression/suppressedcontact/", [supp.pk])
 
     assert unsub_rows[1][:3] == ["'+12015550123", "manual", "'-STOP"]
-    assert unsub_rows[1][4] == "admin"
+    assert unsub_rows[1][4] == admin_user.username
     assert supp_rows[1][:3] == ["'+12015550124", "", "21610"]
 
 
