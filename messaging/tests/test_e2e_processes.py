@@ -11,6 +11,7 @@ fixture's teardown, whatever happened in the test.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -418,3 +419,74 @@ def test_a_worker_killed_mid_blast_loses_nothing_and_sends_nothing_twice(
     assert {r["status"] for r in state["rows"]} == {"sent"}, state
     sids = {m["sid"] for m in requests.get(f"{url}/_fake/messages", timeout=5).json()["messages"]}
     assert {r["twilio_sid"] for r in state["rows"]} == sids, state
+
+
+# --- 4. The production shape: PostgreSQL, Redis, a worker, Twilio over HTTP ----------------
+
+
+def _service_url(name: str) -> str:
+    url = os.environ.get(name, "")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} must be set in CI: .ci/run starts the server it names.")
+        pytest.skip(f"{name} is not set (CI sets it); run .ci/run or set it to try this.")
+    return url
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """A database of its own on the server TEST_POSTGRES_URL names, dropped afterwards."""
+    import psycopg
+
+    base = _service_url("TEST_POSTGRES_URL")
+    name = f"smsadmin_e2e_{os.getpid()}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_blast_on_postgresql_and_redis_through_twilio_over_http(
+    var_dir: Path, log_dir: Path, services: Services, postgres_database_url: str
+) -> None:
+    redis_url = _service_url("TEST_REDIS_URL")
+    fake, url = services.fake_twilio(latency_ms=20)
+    env = twilio_env(
+        var_dir,
+        url,
+        DATABASE_URL=postgres_database_url,
+        CELERY_BROKER_URL=redis_url,
+        SMS_RATE_PER_SECOND="100",
+    )
+    services.env = env
+    migrated = manage("migrate", "--noinput", env=env, log_dir=log_dir, timeout=120)
+    assert migrated.returncode == 0, str(migrated)
+    members = good_members(40)
+    create_members(members, env=env, log_dir=log_dir)
+    services.worker()
+
+    result = manage(
+        "send_blast",
+        "--audience",
+        "community",
+        "--body",
+        "Hi {first_name}",
+        "--wait",
+        "--timeout",
+        "60",
+        env=env,
+        log_dir=log_dir,
+        timeout=90,
+    )
+
+    assert result.returncode == 0, str(result)
+    assert "Blast 1: Sent." in result.output, str(result)
+    stats = fake_stats(url)
+    assert stats["per_to"] == {phone: 1 for _, phone in members}
+    state = blast_state(1, env=env, log_dir=log_dir)
+    assert state["counts"]["sent"] == 40
+    assert all(row["twilio_sid"].startswith("SM") for row in state["rows"])
