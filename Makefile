@@ -14,13 +14,14 @@ run: $(VENV)/.installed .env
 	$(BIN)/honcho start -f Procfile
 
 # Everything on SQLite; then, when TEST_POSTGRES_URL names a PostgreSQL server (CI sets
-# it), the whole suite again on PostgreSQL.
+# it), the whole suite again on PostgreSQL, less the end-to-end tests marked slow: they
+# run their own programs on their own databases (PostgreSQL included) in the first pass.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 		echo "== the suite again on PostgreSQL"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest $(PYTEST_ARGS); \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); \
 	else echo "TEST_POSTGRES_URL is not set: PostgreSQL pass skipped"; fi
 
 lint: $(VENV)/.installed-dev
