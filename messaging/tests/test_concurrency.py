@@ -58,6 +58,18 @@ def run_threads(target: Callable[[int], object], n: int) -> list[object]:
     return results
 
 
+def worker_thread(blast: Blast) -> threading.Thread:
+    """A worker's pass over the blast on a thread of its own (and its own connection)."""
+
+    def work() -> None:
+        try:
+            blast_process(blast_id=blast.pk, time_budget=60)
+        finally:
+            connections.close_all()
+
+    return threading.Thread(target=work)
+
+
 def finish(blast: Blast) -> None:
     for _ in range(20):
         again = blast_process(blast_id=blast.pk, time_budget=60)
@@ -137,9 +149,7 @@ def test_pause_stops_sends_within_seconds_and_resume_sends_the_rest_once(fake_tw
     fake_twilio.latency = 0.01
     make_members(300)
     blast = blast_create(body="Hello", community=True)
-    worker = threading.Thread(
-        target=lambda: (blast_process(blast_id=blast.pk, time_budget=60), connections.close_all())
-    )
+    worker = worker_thread(blast)
     worker.start()
     assert fake_twilio.wait_for_messages(20, timeout=10)
     assert blast_pause(blast_id=blast.pk)
@@ -166,9 +176,7 @@ def test_cancel_while_sending_marks_the_rest_cancelled(fake_twilio, settings):
     settings.SMS_RATE_PER_SECOND = 50
     make_members(300)
     blast = blast_create(body="Hello", community=True)
-    worker = threading.Thread(
-        target=lambda: (blast_process(blast_id=blast.pk, time_budget=60), connections.close_all())
-    )
+    worker = worker_thread(blast)
     worker.start()
     assert fake_twilio.wait_for_messages(20, timeout=10)
     assert blast_cancel(blast_id=blast.pk) is not None
@@ -238,9 +246,7 @@ def test_a_slow_workers_expired_claims_are_not_sent_twice(fake_twilio, settings)
     settings.SMS_RECONCILE_AFTER_MINUTES = 0
     make_members(12)
     blast = blast_create(body="Hello", community=True)
-    slow = threading.Thread(
-        target=lambda: (blast_process(blast_id=blast.pk, time_budget=60), connections.close_all())
-    )
+    slow = worker_thread(blast)
     slow.start()
     assert fake_twilio.wait_for_messages(3, timeout=10)
     time.sleep(1.2)

@@ -138,6 +138,23 @@ def twilio_env(var_dir: Path, url: str, **overrides: str | None) -> dict[str, st
     )
 
 
+def send_blast_wait(audience: str, *, env: dict[str, str], log_dir: Path) -> Result:
+    """`manage.py send_blast --wait` to one audience, as an operator would run it."""
+    return manage(
+        "send_blast",
+        "--audience",
+        audience,
+        "--body",
+        "Hi {first_name}",
+        "--wait",
+        "--timeout",
+        "60",
+        env=env,
+        log_dir=log_dir,
+        timeout=90,
+    )
+
+
 def fake_stats(url: str) -> dict[str, Any]:
     response = requests.get(f"{url}/_fake/stats", timeout=5)
     response.raise_for_status()
@@ -156,19 +173,7 @@ def test_send_blast_wait_with_a_real_worker_on_the_embedded_default(
     create_members([*members[:10], ("Broken", BAD_NUMBER), *members[10:]], env=env, log_dir=log_dir)
     worker = services.worker()
 
-    result = manage(
-        "send_blast",
-        "--audience",
-        "community",
-        "--body",
-        "Hi {first_name}",
-        "--wait",
-        "--timeout",
-        "60",
-        env=env,
-        log_dir=log_dir,
-        timeout=90,
-    )
+    result = send_blast_wait("community", env=env, log_dir=log_dir)
 
     # Partially failed is a finished blast: the command fails only on failed, paused
     # or cancelled.
@@ -210,19 +215,7 @@ def test_send_blast_wait_fails_when_every_recipient_fails(
     )
     worker = services.worker()
 
-    result = manage(
-        "send_blast",
-        "--audience",
-        f"event:{event_id}",
-        "--body",
-        "Hi {first_name}",
-        "--wait",
-        "--timeout",
-        "60",
-        env=env,
-        log_dir=log_dir,
-        timeout=90,
-    )
+    result = send_blast_wait(f"event:{event_id}", env=env, log_dir=log_dir)
 
     state = blast_state(1, env=env, log_dir=log_dir)
     assert result.returncode != 0, f"{result}\n{state}\n{worker.tail()}"
@@ -469,19 +462,7 @@ def test_blast_on_postgresql_and_redis_through_twilio_over_http(
     create_members(members, env=env, log_dir=log_dir)
     services.worker()
 
-    result = manage(
-        "send_blast",
-        "--audience",
-        "community",
-        "--body",
-        "Hi {first_name}",
-        "--wait",
-        "--timeout",
-        "60",
-        env=env,
-        log_dir=log_dir,
-        timeout=90,
-    )
+    result = send_blast_wait("community", env=env, log_dir=log_dir)
 
     assert result.returncode == 0, str(result)
     assert "Blast 1: Sent." in result.output, str(result)
