@@ -27,7 +27,7 @@ from queue import Empty, SimpleQueue
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, Min, Q, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from events.models import Event, Registration
@@ -355,6 +355,14 @@ class _Pass:
     last_status_check: float = 0.0
     canary_checked: bool = False
 
+    @property
+    def reclaim_batch(self) -> int:
+        # Re-claim only what goes out within about half a second, so a re-claimed row
+        # is sent long before anyone could take its claim for a dead worker's.
+        if self.limiter.rate <= 0:
+            return self.max_in_flight
+        return max(1, min(self.max_in_flight, int(self.limiter.rate * 0.5)))
+
     def blast_still_sending(self) -> bool:
         now = time.monotonic()
         if now - self.last_status_check < 0.5:
@@ -376,60 +384,73 @@ def _send_one(backend: SmsBackend, delivery: Delivery) -> SendResult:
         return SendResult(outcome=Outcome.UNKNOWN, error_message=f"{type(exc).__name__}: {exc}")
 
 
+_STATUS_AFTER = {
+    Outcome.SENT: S.SENT,
+    Outcome.FAILED: S.FAILED,
+    Outcome.UNKNOWN: S.UNKNOWN,
+    Outcome.RETRY: S.PENDING,
+    # Not this recipient's fault: the row waits for the blast to be resumed.
+    Outcome.SENDER_ERROR: S.PENDING,
+}
+
+
+def _per_row(items: list[tuple[Delivery, SendResult]], name: str, value) -> Cast:  # type: ignore[no-untyped-def]
+    """One column's new value for each row of a batch, as a CASE on the primary key."""
+    field = Delivery._meta.get_field(name)
+    case = Case(
+        *(When(pk=d.pk, then=Value(value(d, r), output_field=field)) for d, r in items),
+        output_field=field,
+    )
+    # PostgreSQL types a CASE of bare parameters as text (Django's bulk_update casts too).
+    return Cast(case, output_field=field)
+
+
 def _record(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> None:
-    """Write a batch of outcomes in one transaction (one commit, not one per message)."""
+    """Write a batch of outcomes: one UPDATE per kind of outcome, in one transaction.
+
+    Each UPDATE is still conditional on the claim, so a row that stopped being ours
+    (expired as stale and already settled elsewhere) is left alone.
+    """
     if not drained:
         return
     now = timezone.now()
+    groups: dict[tuple[uuid.UUID, Outcome], list[tuple[Delivery, SendResult]]] = {}
+    for delivery, token, result in drained:
+        groups.setdefault((token, result.outcome), []).append((delivery, result))
     sender_error: SendResult | None = None
     with transaction.atomic():
-        for delivery, token, result in drained:
-            mine = Delivery.objects.filter(
-                pk=delivery.pk, claim_token=token, status__in=[S.SENDING, S.UNKNOWN]
-            )
-            if result.outcome is Outcome.SENT:
-                mine.update(
-                    status=S.SENT,
-                    twilio_sid=result.sid or None,
-                    twilio_status=result.status,
-                    error_code=None,
-                    error_message="",
-                    sent_at=now,
-                    updated_at=now,
-                )
-            elif result.outcome is Outcome.FAILED:
-                mine.update(
-                    status=S.FAILED,
-                    error_code=result.error_code,
-                    error_message=result.error_message,
-                    updated_at=now,
-                )
-            elif result.outcome is Outcome.UNKNOWN:
-                mine.update(
-                    status=S.UNKNOWN,
-                    error_code=result.error_code,
-                    error_message=result.error_message,
-                    updated_at=now,
-                )
-            elif result.outcome is Outcome.RETRY:
-                mine.update(
-                    status=S.PENDING,
-                    claim_token=None,
-                    next_attempt_at=now + timedelta(seconds=retry_delay(delivery.attempts + 1)),
-                    error_code=result.error_code,
-                    error_message=result.error_message,
-                    updated_at=now,
-                )
-            else:  # SENDER_ERROR: not this recipient's fault; it waits for the resume
-                sender_error = sender_error or result
-                mine.update(
-                    status=S.PENDING,
-                    claim_token=None,
-                    attempts=F("attempts") - 1,
-                    error_code=result.error_code,
-                    error_message=result.error_message,
-                    updated_at=now,
-                )
+        for (token, outcome), items in groups.items():
+            fields: dict[str, object] = {"status": _STATUS_AFTER[outcome], "updated_at": now}
+            if outcome is Outcome.SENT:
+                fields |= {
+                    "twilio_sid": _per_row(items, "twilio_sid", lambda d, r: r.sid or None),
+                    "twilio_status": _per_row(items, "twilio_status", lambda d, r: r.status),
+                    "error_code": None,
+                    "error_message": "",
+                    "sent_at": now,
+                }
+            else:
+                fields |= {
+                    "error_code": _per_row(items, "error_code", lambda d, r: r.error_code),
+                    "error_message": _per_row(items, "error_message", lambda d, r: r.error_message),
+                }
+            if outcome is Outcome.RETRY:
+                fields |= {
+                    "claim_token": None,
+                    "next_attempt_at": _per_row(
+                        items,
+                        "next_attempt_at",
+                        lambda d, r: now + timedelta(seconds=retry_delay(d.attempts + 1)),
+                    ),
+                }
+            elif outcome is Outcome.SENDER_ERROR:
+                sender_error = sender_error or items[0][1]
+                fields |= {"claim_token": None, "attempts": F("attempts") - 1}
+            Delivery.objects.filter(
+                pk__in=[d.pk for d, _ in items],
+                claim_token=token,
+                status__in=[S.SENDING, S.UNKNOWN],
+            ).update(**fields)
         Blast.objects.filter(pk=p.blast_id).update(processing_started_at=now)
     if sender_error is not None:
         reason = (
@@ -512,10 +533,30 @@ class _InlineExecutor(Executor):
         return future
 
 
+def _reclaim(token: uuid.UUID, pending: deque[Delivery], n: int) -> list[Delivery]:
+    """Take the next few rows off ``pending``, re-checking in one UPDATE that they are ours.
+
+    Right before their API calls: if a row stopped being ours (the sweeper took it for
+    a dead worker's while this one was stalled, or the blast was cancelled), it is not
+    sent. claimed_at becomes the time of this attempt, which reconciliation searches
+    from and the stale-claim check measures.
+    """
+    batch = [pending.popleft() for _ in range(min(n, len(pending)))]
+    if not batch:
+        return []
+    ids = [d.pk for d in batch]
+    ours = Delivery.objects.filter(pk__in=ids, claim_token=token, status=S.SENDING)
+    if ours.update(claimed_at=timezone.now()) == len(batch):
+        return batch
+    still = set(ours.values_list("pk", flat=True))
+    return [d for d in batch if d.pk in still]
+
+
 def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     deliveries = _skip_opted_out(token, deliveries)
     in_flight = threading.Semaphore(p.max_in_flight)
     pending = deque(deliveries)
+    ready: deque[Delivery] = deque()
     outstanding = 0
     last_flush = time.monotonic()
     drained: list[tuple[Delivery, uuid.UUID, SendResult]] = []
@@ -564,7 +605,7 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     else:
         pool = _InlineExecutor()
     with pool:
-        while pending:
+        while pending or ready:
             if not p.blast_still_sending() or time.monotonic() > p.deadline:
                 break
             if time.monotonic() < p.backoff_until:
@@ -576,16 +617,12 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
             slot = p.limiter.next_slot()
             while (wait := slot - time.time()) > 0:
                 drain(block_for=min(wait, 0.2))
-            delivery = pending.popleft()
-            # Re-claim right before the call: if the row stopped being ours (a sweeper
-            # took it for a dead worker's while this one was stalled, or the blast was
-            # cancelled), it is not sent. claimed_at becomes the moment of this attempt,
-            # which reconciliation searches from and the stale-claim check measures.
-            if not Delivery.objects.filter(
-                pk=delivery.pk, claim_token=token, status=S.SENDING
-            ).update(claimed_at=timezone.now()):
-                in_flight.release()
-                continue
+            if not ready:
+                ready.extend(_reclaim(token, pending, p.reclaim_batch))
+                if not ready:
+                    in_flight.release()
+                    continue
+            delivery = ready.popleft()
             outstanding += 1
             future = pool.submit(_send_one, p.backend, delivery)
             future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
@@ -595,7 +632,7 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     drain()
     if drained:
         _record(p, drained)
-    _release(p.blast_id, token, list(pending))
+    _release(p.blast_id, token, [*ready, *pending])
 
 
 def blast_process(
