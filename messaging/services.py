@@ -346,6 +346,7 @@ class _Pass:
     limiter: RateLimiter
     max_in_flight: int
     deadline: float
+    pool: Executor
     results: SimpleQueue[tuple[Delivery, uuid.UUID, SendResult]] = field(
         default_factory=SimpleQueue
     )
@@ -599,36 +600,31 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
             drained.clear()
             last_flush = time.monotonic()
 
-    pool: Executor
-    if getattr(p.backend, "threaded", True):
-        pool = ThreadPoolExecutor(max_workers=p.max_in_flight, thread_name_prefix="sms-send")
-    else:
-        pool = _InlineExecutor()
-    with pool:
-        while pending or ready:
-            if not p.blast_still_sending() or time.monotonic() > p.deadline:
-                break
-            if time.monotonic() < p.backoff_until:
-                drain(block_for=min(0.2, p.backoff_until - time.monotonic()))
-                continue
-            if not in_flight.acquire(timeout=0.2):
-                drain()
-                continue
-            slot = p.limiter.next_slot()
-            while (wait := slot - time.time()) > 0:
-                drain(block_for=min(wait, 0.2))
-            if not ready:
-                ready.extend(_reclaim(token, pending, p.reclaim_batch))
-                if not ready:
-                    in_flight.release()
-                    continue
-            delivery = ready.popleft()
-            outstanding += 1
-            future = pool.submit(_send_one, p.backend, delivery)
-            future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
+    pool = p.pool
+    while pending or ready:
+        if not p.blast_still_sending() or time.monotonic() > p.deadline:
+            break
+        if time.monotonic() < p.backoff_until:
+            drain(block_for=min(0.2, p.backoff_until - time.monotonic()))
+            continue
+        if not in_flight.acquire(timeout=0.2):
             drain()
-        while outstanding > 0:
-            drain(block_for=0.2)
+            continue
+        slot = p.limiter.next_slot()
+        while (wait := slot - time.time()) > 0:
+            drain(block_for=min(wait, 0.2))
+        if not ready:
+            ready.extend(_reclaim(token, pending, p.reclaim_batch))
+            if not ready:
+                in_flight.release()
+                continue
+        delivery = ready.popleft()
+        outstanding += 1
+        future = pool.submit(_send_one, p.backend, delivery)
+        future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
+        drain()
+    while outstanding > 0:
+        drain(block_for=0.2)
     drain()
     if drained:
         _record(p, drained)
@@ -657,18 +653,29 @@ def blast_process(
     if status != B.SENDING:
         return None
     Blast.objects.filter(pk=blast_id).update(processing_started_at=now)
+    backend = backend or get_backend()
+    max_in_flight = max(1, settings.SMS_MAX_IN_FLIGHT)
+    # One pool for the whole pass: its threads, and each thread's HTTP connection to
+    # Twilio, are reused from chunk to chunk instead of being set up again.
+    pool: Executor
+    if getattr(backend, "threaded", True):
+        pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="sms-send")
+    else:
+        pool = _InlineExecutor()
     p = _Pass(
         blast_id=blast_id,
-        backend=backend or get_backend(),
+        backend=backend,
         limiter=RateLimiter(key="twilio", rate=settings.SMS_RATE_PER_SECOND),
-        max_in_flight=max(1, settings.SMS_MAX_IN_FLIGHT),
+        max_in_flight=max_in_flight,
         deadline=time.monotonic() + time_budget,
+        pool=pool,
     )
-    while p.blast_still_sending() and time.monotonic() < p.deadline:
-        token, deliveries = delivery_claim(blast_id=blast_id, limit=settings.SMS_CHUNK_SIZE)
-        if not deliveries:
-            break
-        _send_chunk(p, token, deliveries)
+    with pool:
+        while p.blast_still_sending() and time.monotonic() < p.deadline:
+            token, deliveries = delivery_claim(blast_id=blast_id, limit=settings.SMS_CHUNK_SIZE)
+            if not deliveries:
+                break
+            _send_chunk(p, token, deliveries)
     return blast_next_step(blast_id=blast_id)
 
 
