@@ -33,7 +33,8 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/send_10k.py
+	$(BIN)/python bench/import_100k.py
 
 # A first .env for this machine: a fresh secret key, and cookies allowed over plain
 # http because `make run` serves on the loopback address only.
