@@ -1,13 +1,4 @@
-"""Blasts: create, send, pause/resume/cancel, sweep and reconcile.
-
-The rules every function here keeps:
-- Rows in the database are the truth, never the broker: a task may run twice, late,
-  or not at all, and the sweeper puts things right from the rows.
-- A delivery leaves 'pending' only through a conditional UPDATE (delivery_claim), so no
-  two workers ever send the same row.
-- A row whose outcome is unknown is never sent again until Twilio's own message list
-  says it did not go out (delivery_reconcile).
-"""
+"""The send pass: claiming rows, sending them through the one Twilio seam, recording outcomes."""
 
 from __future__ import annotations
 
@@ -18,32 +9,28 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from queue import Empty, SimpleQueue
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Case, Exists, F, Min, Q, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from events.models import Event, Registration
-from members.models import Member
-from messaging.models import Blast, Delivery, SendRateLimiter
+from messaging.models import Blast, Delivery
+from messaging.services.lifecycle import blast_finish_if_done, blast_pause
+from messaging.services.rate_limit import RateLimiter
 from messaging.sms import (
-    FoundMessage,
     Outcome,
     SendResult,
     SmsBackend,
     get_backend,
     status_callback_url,
 )
-from messaging.templating import Template, TemplateError, recipient_values, template_parse
 from messaging.twilio_errors import describe
-from smsadmin.models import User
 from suppression.services import blocked_phones
 
 logger = logging.getLogger(__name__)
@@ -51,220 +38,8 @@ logger = logging.getLogger(__name__)
 S = Delivery.Status
 B = Blast.Status
 
-CREATE_BATCH = 1000
-# A worker goes quiet for this long before the sweeper hands its blast to another.
-HEARTBEAT_STALE = timedelta(minutes=2)
-# A queued blast no worker took within this time is enqueued again.
-QUEUED_STALE = timedelta(minutes=1)
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
-
-
-class BlastError(ValueError):
-    """A blast cannot be created or changed as asked; the message says why."""
-
-
-# --- Creating ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Recipient:
-    phone: str
-    first_name: str
-    last_name: str
-    event: Event | None = None
-
-
-def _audience(*, community: bool, events: list[Event]) -> Iterator[_Recipient]:
-    # Event registrations first: someone both registered and a member is texted once,
-    # with the event's details.
-    for event in events:
-        rows = (
-            Registration.objects.filter(event=event)
-            .order_by("id")
-            .values_list("phone", "first_name", "last_name")
-        )
-        for phone, first, last in rows.iterator(chunk_size=2000):
-            yield _Recipient(phone, first, last, event)
-    if community:
-        rows = (
-            Member.objects.filter(is_active=True)
-            .order_by("id")
-            .values_list("phone", "first_name", "last_name")
-        )
-        for phone, first, last in rows.iterator(chunk_size=2000):
-            yield _Recipient(phone, first, last)
-
-
-def _render(template: Template, recipient: _Recipient) -> str:
-    event = recipient.event
-    return template.render(
-        recipient_values(
-            first_name=recipient.first_name,
-            last_name=recipient.last_name,
-            event_name=event.name if event else "",
-            event_starts_at=event.starts_at if event else None,
-            event_location=event.location if event else "",
-        )
-    )
-
-
-def blast_validate(
-    *, body: str, community: bool, event_ids: Iterable[int]
-) -> tuple[Template, list[Event]]:
-    """Check text and audience; raise BlastError with a message for staff."""
-    try:
-        template = template_parse(body)
-    except TemplateError as exc:
-        raise BlastError(str(exc)) from None
-    ids = sorted(set(event_ids))
-    events = list(Event.objects.filter(pk__in=ids).order_by("id"))
-    missing = sorted(set(ids) - {e.pk for e in events})
-    if missing:
-        raise BlastError(f"No event with id {', '.join(map(str, missing))}.")
-    if not community and not events:
-        raise BlastError("Choose an audience: community members, an event, or both.")
-    if template.uses_event_fields and community:
-        raise BlastError(
-            "Event placeholders ({event_name}, {event_date}, {event_location}) only work "
-            "when the audience is event registrations alone: community members have no event."
-        )
-    return template, events
-
-
-def blast_create(
-    *,
-    body: str,
-    community: bool = False,
-    event_ids: Iterable[int] = (),
-    created_by: User | None = None,
-    name: str = "",
-    scheduled_for: datetime | None = None,
-) -> Blast:
-    """Create a blast and one row per recipient in one transaction, then enqueue it.
-
-    Recipients are deduplicated by phone; unsubscribed and suppressed numbers get a
-    row marked skipped with the reason. If the broker is down the blast stays queued
-    and the sweeper sends it; ``blast.enqueued_at`` is None in that case.
-    """
-    template, events = blast_validate(body=body, community=community, event_ids=event_ids)
-    scheduled = scheduled_for is not None and scheduled_for > timezone.now()
-    with transaction.atomic():
-        blast = Blast.objects.create(
-            name=name.strip() or body.strip().splitlines()[0][:60],
-            body=body,
-            audience_community=community,
-            status=B.SCHEDULED if scheduled else B.QUEUED,
-            scheduled_for=scheduled_for,
-            created_by=created_by,
-        )
-        blast.audience_events.set(events)
-        seen: set[str] = set()
-        batch: list[Delivery] = []
-        total = 0
-
-        def flush() -> None:
-            blocked = blocked_phones(phones=[d.phone for d in batch])
-            for delivery in batch:
-                reason = blocked.get(delivery.phone)
-                if reason:
-                    delivery.status = S.SKIPPED
-                    delivery.skip_reason = reason
-            Delivery.objects.bulk_create(batch)
-            batch.clear()
-
-        for recipient in _audience(community=community, events=events):
-            if recipient.phone in seen:
-                continue
-            seen.add(recipient.phone)
-            batch.append(
-                Delivery(
-                    blast=blast,
-                    phone=recipient.phone,
-                    first_name=recipient.first_name,
-                    last_name=recipient.last_name,
-                    event=recipient.event,
-                    body=_render(template, recipient),
-                )
-            )
-            total += 1
-            if len(batch) >= CREATE_BATCH:
-                flush()
-        if batch:
-            flush()
-        if total == 0:
-            raise BlastError("Nobody to send to: the chosen audience has no one in it.")
-        blast.recipient_count = total
-        blast.save(update_fields=["name", "recipient_count"])
-        if not scheduled:
-            transaction.on_commit(lambda: blast_enqueue(blast_id=blast.pk))
-    blast.refresh_from_db()
-    return blast
-
-
-def blast_enqueue(*, blast_id: int, countdown: float | None = None) -> bool:
-    """Hand the blast to a worker. False (and logged) when the broker cannot be reached."""
-    from messaging.tasks import send_blast_task
-
-    try:
-        send_blast_task.apply_async(args=[blast_id], countdown=countdown, retry=False)
-    except Exception:  # any broker failure: the sweeper retries from the rows
-        logger.warning(
-            "Could not enqueue blast %s; the sweeper will retry", blast_id, exc_info=True
-        )
-        return False
-    Blast.objects.filter(pk=blast_id).update(enqueued_at=timezone.now())
-    return True
-
-
-# --- Pause, resume, cancel ---------------------------------------------------------------
-
-
-def blast_pause(
-    *, blast_id: int, reason: str = "Paused by staff", cause: str = Blast.PauseCause.STAFF
-) -> bool:
-    """Stop new sends within seconds; what is in flight finishes. False if not running."""
-    return bool(
-        Blast.objects.filter(pk=blast_id, status__in=[B.QUEUED, B.SENDING]).update(
-            status=B.PAUSED, status_reason=reason, pause_cause=cause, updated_at=timezone.now()
-        )
-    )
-
-
-def blast_resume(*, blast_id: int) -> bool:
-    """Send what is left, once. False if the blast was not paused."""
-    with transaction.atomic():
-        blast = Blast.objects.select_for_update().filter(pk=blast_id, status=B.PAUSED).first()
-        if blast is None:
-            return False
-        blast.status = B.QUEUED
-        blast.status_reason = ""
-        # Staff looked at the canary's failures and chose to go on.
-        if blast.pause_cause == Blast.PauseCause.CANARY:
-            blast.canary_passed = True
-        blast.pause_cause = ""
-        blast.save(
-            update_fields=["status", "status_reason", "canary_passed", "pause_cause", "updated_at"]
-        )
-        transaction.on_commit(lambda: blast_enqueue(blast_id=blast_id))
-    return True
-
-
-def blast_cancel(*, blast_id: int, reason: str = "Cancelled by staff") -> int | None:
-    """Stop the blast for good; rows not yet sent become cancelled. None if already over."""
-    now = timezone.now()
-    with transaction.atomic():
-        changed = Blast.objects.filter(
-            pk=blast_id, status__in=[B.SCHEDULED, B.QUEUED, B.SENDING, B.PAUSED]
-        ).update(status=B.CANCELLED, status_reason=reason, finished_at=now, updated_at=now)
-        if not changed:
-            return None
-        return Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).update(
-            status=S.CANCELLED, claim_token=None, updated_at=now
-        )
-
-
-# --- Claiming and sending ------------------------------------------------------------------
 
 
 def delivery_claim(*, blast_id: int, limit: int) -> tuple[uuid.UUID, list[Delivery]]:
@@ -299,42 +74,6 @@ def retry_delay(attempts: int) -> float:
     """Exponential backoff with jitter, capped far below any broker visibility timeout."""
     ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy
-
-
-class RateLimiter:
-    """SMS_RATE_PER_SECOND for the whole deployment: send slots reserved in the database.
-
-    Each reservation takes a short window of slots (about half a second's worth) under
-    a row lock, so workers never overlap and the database sees a few writes a second.
-    """
-
-    def __init__(self, *, key: str, rate: float) -> None:
-        self.key = key
-        self.rate = rate
-        self.slots: deque[float] = deque()
-
-    def _reserve(self) -> None:
-        n = max(1, min(500, math.ceil(self.rate * 0.5)))
-        with transaction.atomic():
-            row = SendRateLimiter.objects.select_for_update().filter(key=self.key).first()
-            if row is None:
-                try:
-                    with transaction.atomic():
-                        row = SendRateLimiter.objects.create(key=self.key)
-                except IntegrityError:
-                    row = SendRateLimiter.objects.select_for_update().get(key=self.key)
-            start = max(row.next_slot, time.time())
-            row.next_slot = start + n / self.rate
-            row.save(update_fields=["next_slot"])
-        self.slots.extend(start + i / self.rate for i in range(n))
-
-    def next_slot(self) -> float:
-        """The epoch time at which the next message may go out."""
-        if self.rate <= 0:
-            return 0.0
-        if not self.slots:
-            self._reserve()
-        return self.slots.popleft()
 
 
 @dataclass
@@ -695,153 +434,3 @@ def blast_next_step(*, blast_id: int) -> float | None:
         return None
     blast_finish_if_done(blast_id=blast_id)
     return None
-
-
-def blast_finish_if_done(*, blast_id: int) -> bool:
-    """Set the final status once no row is pending, in flight or unknown."""
-    blast = Blast.objects.filter(pk=blast_id).first()
-    if blast is None or blast.status != B.SENDING:
-        return False
-    counts = blast.counts()
-    if counts[S.PENDING] or counts[S.SENDING] or counts[S.UNKNOWN]:
-        return False
-    reached = counts[S.SENT] + counts[S.DELIVERED]
-    if counts[S.FAILED] == 0:
-        final = B.SENT
-    elif reached == 0:
-        final = B.FAILED
-    else:
-        final = B.PARTIALLY_FAILED
-    now = timezone.now()
-    return bool(
-        Blast.objects.filter(pk=blast_id, status=B.SENDING).update(
-            status=final, finished_at=now, updated_at=now
-        )
-    )
-
-
-# --- Sweeping and reconciling ---------------------------------------------------------------
-
-
-def deliveries_expire_stale_claims() -> int:
-    """Rows left 'sending' by a worker that died mid-call: the outcome is unknown."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SMS_CLAIM_STALE_SECONDS)
-    # The claim token stays: a late answer from a worker that was only slow still
-    # settles the row (see _record).
-    return Delivery.objects.filter(status=S.SENDING, claimed_at__lt=cutoff).update(
-        status=S.UNKNOWN,
-        error_message="The worker stopped while sending; the outcome is unknown until "
-        "Twilio's records are checked.",
-        updated_at=timezone.now(),
-    )
-
-
-def blasts_sweep() -> dict[str, int]:
-    """Every minute (Celery beat): nothing stays stuck when a broker or a worker failed."""
-    now = timezone.now()
-    stale_claims = deliveries_expire_stale_claims()
-    due = list(
-        Blast.objects.filter(status=B.SCHEDULED, scheduled_for__lte=now).values_list(
-            "pk", flat=True
-        )
-    )
-    dispatched = 0
-    for blast_id in due:
-        # Conditional: two sweepers never dispatch the same scheduled blast twice.
-        if Blast.objects.filter(pk=blast_id, status=B.SCHEDULED).update(
-            status=B.QUEUED, updated_at=now
-        ):
-            dispatched += 1
-            blast_enqueue(blast_id=blast_id)
-    requeued = 0
-    stuck = Blast.objects.filter(
-        Q(status=B.QUEUED, enqueued_at__isnull=True)
-        | Q(status=B.QUEUED, enqueued_at__lt=now - QUEUED_STALE)
-        | Q(status=B.SENDING, processing_started_at__lt=now - HEARTBEAT_STALE)
-    ).values_list("pk", "status")
-    for blast_id, status in stuck:
-        if (
-            status == B.SENDING
-            and not Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).exists()
-        ):
-            blast_finish_if_done(blast_id=blast_id)
-            continue
-        requeued += int(blast_enqueue(blast_id=blast_id))
-    return {"stale_claims": stale_claims, "dispatched": dispatched, "requeued": requeued}
-
-
-def _look_up(backend: SmsBackend, delivery: Delivery) -> FoundMessage | None:
-    since = delivery.claimed_at or delivery.created_at
-    return backend.find_sent(to=delivery.phone, body=delivery.body, since=since)
-
-
-def _settle(delivery: Delivery, found: FoundMessage | None) -> str:
-    """Apply what Twilio's records say, only if the row is still unknown."""
-    now = timezone.now()
-    rows = Delivery.objects.filter(pk=delivery.pk, status=S.UNKNOWN)
-    if found is not None:
-        changed = rows.update(
-            status=S.SENT,
-            twilio_sid=found.sid,
-            twilio_status=found.status,
-            sent_at=Coalesce(F("sent_at"), Value(now)),
-            error_message="",
-            error_code=None,
-            updated_at=now,
-        )
-        return "sent" if changed else "unchanged"
-    changed = rows.update(
-        status=S.PENDING,
-        next_attempt_at=None,
-        error_message="Not found in Twilio's records after the unknown outcome; sending again.",
-        updated_at=now,
-    )
-    return "pending" if changed else "unchanged"
-
-
-def delivery_reconcile(*, delivery: Delivery, backend: SmsBackend | None = None) -> str:
-    """Settle one unknown row from Twilio's own records: 'sent' if found, else 'pending'."""
-    return _settle(delivery, _look_up(backend or get_backend(), delivery))
-
-
-def deliveries_reconcile(*, limit: int = 300, backend: SmsBackend | None = None) -> dict[str, int]:
-    """Every minute: unknown rows no status callback settled in SMS_RECONCILE_AFTER_MINUTES."""
-    backend = backend or get_backend()
-    cutoff = timezone.now() - timedelta(minutes=settings.SMS_RECONCILE_AFTER_MINUTES)
-    rows = list(
-        Delivery.objects.filter(status=S.UNKNOWN)
-        .filter(Q(claimed_at__lt=cutoff) | Q(claimed_at__isnull=True, updated_at__lt=cutoff))
-        .order_by("id")[:limit]
-    )
-    outcome = {"sent": 0, "pending": 0, "unchanged": 0, "errors": 0}
-    touched: set[int] = set()
-
-    def look_up(delivery: Delivery) -> FoundMessage | None | Exception:
-        try:
-            return _look_up(backend, delivery)
-        except Exception as exc:  # Twilio unreachable: decide nothing, try next minute
-            return exc
-
-    # Look-ups go out several at a time (one list request each); the answers are
-    # applied here, on this thread's database connection.
-    if getattr(backend, "threaded", True) and len(rows) > 1:
-        with ThreadPoolExecutor(max_workers=max(1, settings.SMS_MAX_IN_FLIGHT)) as pool:
-            answers = list(pool.map(look_up, rows))
-    else:
-        answers = [look_up(delivery) for delivery in rows]
-    for delivery, answer in zip(rows, answers, strict=True):
-        if isinstance(answer, Exception):
-            logger.warning("Could not reconcile delivery %s: %s", delivery.pk, answer)
-            outcome["errors"] += 1
-            continue
-        outcome[_settle(delivery, answer)] += 1
-        touched.add(delivery.blast_id)
-    for blast_id in touched:
-        Blast.objects.filter(pk=blast_id, status=B.SENDING).update(
-            processing_started_at=timezone.now()
-        )
-        if Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).exists():
-            blast_enqueue(blast_id=blast_id)
-        else:
-            blast_finish_if_done(blast_id=blast_id)
-    return outcome

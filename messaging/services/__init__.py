@@ -1,0 +1,59 @@
+"""Blasts: create, send, pause/resume/cancel, sweep and reconcile.
+
+One module per concern, so each rule lives in one place:
+
+- ``creating``: checking a blast's text and audience and writing its recipient rows;
+- ``queueing``: handing a blast to a worker, one send task at a time;
+- ``lifecycle``: pause, resume, cancel, and finishing a blast once nothing is left;
+- ``sending``: the send pass (claims, the opt-out check before each call, outcomes,
+  the canary and the automatic pauses);
+- ``rate_limit``: the send rate shared by every worker, on the database's clock;
+- ``sweeping``: the minute sweeper that puts right what a dead worker or broker left;
+- ``reconciling``: settling rows whose outcome is unknown from Twilio's own records.
+
+The rules every function keeps:
+- Rows in the database are the truth, never the broker: a task may run twice, late,
+  or not at all, and the sweeper puts things right from the rows.
+- A delivery leaves 'pending' only through a conditional UPDATE (delivery_claim), so no
+  two workers ever send the same row.
+- A row whose outcome is unknown is never sent again until Twilio's own message list
+  says it did not go out (reconciling), or staff decide.
+"""
+
+from messaging.services.creating import BlastError, blast_create, blast_validate
+from messaging.services.lifecycle import (
+    blast_cancel,
+    blast_finish_if_done,
+    blast_pause,
+    blast_resume,
+)
+from messaging.services.queueing import blast_enqueue
+from messaging.services.rate_limit import RateLimiter
+from messaging.services.reconciling import deliveries_reconcile, delivery_reconcile
+from messaging.services.sending import (
+    blast_next_step,
+    blast_process,
+    delivery_claim,
+    retry_delay,
+)
+from messaging.services.sweeping import blasts_sweep, deliveries_expire_stale_claims
+
+__all__ = [
+    "BlastError",
+    "RateLimiter",
+    "blast_cancel",
+    "blast_create",
+    "blast_enqueue",
+    "blast_finish_if_done",
+    "blast_next_step",
+    "blast_pause",
+    "blast_process",
+    "blast_resume",
+    "blast_validate",
+    "blasts_sweep",
+    "deliveries_expire_stale_claims",
+    "deliveries_reconcile",
+    "delivery_claim",
+    "delivery_reconcile",
+    "retry_delay",
+]

@@ -1,0 +1,83 @@
+"""Pause, resume, cancel and finish: a blast's state changes outside the send pass."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from messaging.models import Blast, Delivery
+from messaging.services.queueing import blast_enqueue
+
+logger = logging.getLogger(__name__)
+
+S = Delivery.Status
+B = Blast.Status
+
+
+def blast_pause(
+    *, blast_id: int, reason: str = "Paused by staff", cause: str = Blast.PauseCause.STAFF
+) -> bool:
+    """Stop new sends within seconds; what is in flight finishes. False if not running."""
+    return bool(
+        Blast.objects.filter(pk=blast_id, status__in=[B.QUEUED, B.SENDING]).update(
+            status=B.PAUSED, status_reason=reason, pause_cause=cause, updated_at=timezone.now()
+        )
+    )
+
+
+def blast_resume(*, blast_id: int) -> bool:
+    """Send what is left, once. False if the blast was not paused."""
+    with transaction.atomic():
+        blast = Blast.objects.select_for_update().filter(pk=blast_id, status=B.PAUSED).first()
+        if blast is None:
+            return False
+        blast.status = B.QUEUED
+        blast.status_reason = ""
+        # Staff looked at the canary's failures and chose to go on.
+        if blast.pause_cause == Blast.PauseCause.CANARY:
+            blast.canary_passed = True
+        blast.pause_cause = ""
+        blast.save(
+            update_fields=["status", "status_reason", "canary_passed", "pause_cause", "updated_at"]
+        )
+        transaction.on_commit(lambda: blast_enqueue(blast_id=blast_id))
+    return True
+
+
+def blast_cancel(*, blast_id: int, reason: str = "Cancelled by staff") -> int | None:
+    """Stop the blast for good; rows not yet sent become cancelled. None if already over."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Blast.objects.filter(
+            pk=blast_id, status__in=[B.SCHEDULED, B.QUEUED, B.SENDING, B.PAUSED]
+        ).update(status=B.CANCELLED, status_reason=reason, finished_at=now, updated_at=now)
+        if not changed:
+            return None
+        return Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).update(
+            status=S.CANCELLED, claim_token=None, updated_at=now
+        )
+
+
+def blast_finish_if_done(*, blast_id: int) -> bool:
+    """Set the final status once no row is pending, in flight or unknown."""
+    blast = Blast.objects.filter(pk=blast_id).first()
+    if blast is None or blast.status != B.SENDING:
+        return False
+    counts = blast.counts()
+    if counts[S.PENDING] or counts[S.SENDING] or counts[S.UNKNOWN]:
+        return False
+    reached = counts[S.SENT] + counts[S.DELIVERED]
+    if counts[S.FAILED] == 0:
+        final = B.SENT
+    elif reached == 0:
+        final = B.FAILED
+    else:
+        final = B.PARTIALLY_FAILED
+    now = timezone.now()
+    return bool(
+        Blast.objects.filter(pk=blast_id, status=B.SENDING).update(
+            status=final, finished_at=now, updated_at=now
+        )
+    )

@@ -1,0 +1,71 @@
+"""The minute sweeper: nothing stays stuck when a broker or a worker failed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from messaging.models import Blast, Delivery
+from messaging.services.lifecycle import blast_finish_if_done
+from messaging.services.queueing import blast_enqueue
+
+logger = logging.getLogger(__name__)
+
+S = Delivery.Status
+B = Blast.Status
+
+# A worker goes quiet for this long before the sweeper hands its blast to another.
+HEARTBEAT_STALE = timedelta(minutes=2)
+# A queued blast no worker took within this time is enqueued again.
+QUEUED_STALE = timedelta(minutes=1)
+
+
+def deliveries_expire_stale_claims() -> int:
+    """Rows left 'sending' by a worker that died mid-call: the outcome is unknown."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SMS_CLAIM_STALE_SECONDS)
+    # The claim token stays: a late answer from a worker that was only slow still
+    # settles the row (see _record).
+    return Delivery.objects.filter(status=S.SENDING, claimed_at__lt=cutoff).update(
+        status=S.UNKNOWN,
+        error_message="The worker stopped while sending; the outcome is unknown until "
+        "Twilio's records are checked.",
+        updated_at=timezone.now(),
+    )
+
+
+def blasts_sweep() -> dict[str, int]:
+    """Every minute (Celery beat): nothing stays stuck when a broker or a worker failed."""
+    now = timezone.now()
+    stale_claims = deliveries_expire_stale_claims()
+    due = list(
+        Blast.objects.filter(status=B.SCHEDULED, scheduled_for__lte=now).values_list(
+            "pk", flat=True
+        )
+    )
+    dispatched = 0
+    for blast_id in due:
+        # Conditional: two sweepers never dispatch the same scheduled blast twice.
+        if Blast.objects.filter(pk=blast_id, status=B.SCHEDULED).update(
+            status=B.QUEUED, updated_at=now
+        ):
+            dispatched += 1
+            blast_enqueue(blast_id=blast_id)
+    requeued = 0
+    stuck = Blast.objects.filter(
+        Q(status=B.QUEUED, enqueued_at__isnull=True)
+        | Q(status=B.QUEUED, enqueued_at__lt=now - QUEUED_STALE)
+        | Q(status=B.SENDING, processing_started_at__lt=now - HEARTBEAT_STALE)
+    ).values_list("pk", "status")
+    for blast_id, status in stuck:
+        if (
+            status == B.SENDING
+            and not Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).exists()
+        ):
+            blast_finish_if_done(blast_id=blast_id)
+            continue
+        requeued += int(blast_enqueue(blast_id=blast_id))
+    return {"stale_claims": stale_claims, "dispatched": dispatched, "requeued": requeued}
