@@ -25,6 +25,7 @@ class Blast(models.Model):
     """
 
     class Status(models.TextChoices):
+        PREPARING = "preparing", "Preparing"
         SCHEDULED = "scheduled", "Scheduled"
         QUEUED = "queued", "Queued"
         SENDING = "sending", "Sending"
@@ -67,6 +68,8 @@ class Blast(models.Model):
         STAFF = "staff", "Paused by staff"
         SENDER = "sender", "Twilio refused the sender or account"
         CANARY = "canary", "Too many of the first messages failed"
+        NO_ANSWER = "twilio", "Twilio was not answering"
+        ERROR_RUN = "errors", "Many messages in a row failed the same way"
 
     pause_cause = models.CharField(max_length=10, choices=PauseCause.choices, blank=True)
     canary_passed = models.BooleanField(
@@ -87,7 +90,15 @@ class Blast(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     scheduled_for = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a send task was last handed to the broker."
+        null=True,
+        blank=True,
+        help_text="When the send task now waiting in the broker was handed to it; empty "
+        "once a worker took it up (or when handing it over failed).",
+    )
+    send_token = models.UUIDField(
+        null=True,
+        blank=True,
+        help_text="The send task that is current: an older copy of the task does nothing.",
     )
     processing_started_at = models.DateTimeField(
         null=True,
@@ -180,6 +191,24 @@ class Delivery(models.Model):
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    sender_refusals = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="How often Twilio refused this row with an error about the sender or "
+        "account: the first pauses the blast, the third fails the row.",
+    )
+
+    class Attention(models.TextChoices):
+        AMBIGUOUS = "ambiguous", "Twilio's records do not say which message is this one"
+        OVERDUE = "overdue", "Outcome unknown for too long"
+
+    attention = models.CharField(
+        "needs a decision",
+        max_length=16,
+        choices=Attention.choices,
+        blank=True,
+        help_text="Set when the engine will not decide alone whether this row went out: "
+        "staff send it again or mark it sent.",
+    )
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(
@@ -205,6 +234,9 @@ class Delivery(models.Model):
             models.Index(fields=["blast", "status", "id"]),
             models.Index(fields=["status", "claimed_at"]),
             models.Index(fields=["phone"]),
+            models.Index(
+                fields=["attention"], condition=~models.Q(attention=""), name="delivery_attention"
+            ),
         ]
 
     def __str__(self) -> str:

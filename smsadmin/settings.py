@@ -194,6 +194,12 @@ SMS_RECONCILE_AFTER_MINUTES = env.int("SMS_RECONCILE_AFTER_MINUTES", default=10)
 SMS_AUTOPAUSE_FAILURE_RATE = env.float("SMS_AUTOPAUSE_FAILURE_RATE", default=0.2)
 SMS_VALIDITY_PERIOD_SECONDS = env.int("SMS_VALIDITY_PERIOD_SECONDS", default=0)
 SMS_HTTP_TIMEOUT_SECONDS = env.float("SMS_HTTP_TIMEOUT_SECONDS", default=15.0)
+# A row whose outcome stays unknown this long is shown to staff as needing a decision.
+SMS_UNKNOWN_ESCALATE_HOURS = env.float("SMS_UNKNOWN_ESCALATE_HOURS", default=24.0)
+# This many requests in a row with no answer from Twilio pause the blast.
+SMS_PAUSE_AFTER_NO_ANSWER = env.int("SMS_PAUSE_AFTER_NO_ANSWER", default=10)
+# This many messages in a row failing with the same error code pause the blast.
+SMS_PAUSE_AFTER_SAME_ERROR = env.int("SMS_PAUSE_AFTER_SAME_ERROR", default=10)
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")

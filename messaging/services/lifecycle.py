@@ -16,6 +16,28 @@ S = Delivery.Status
 B = Blast.Status
 
 
+def blast_status_locked(*, blast_id: int) -> str | None:
+    """The blast's status, with its row locked until the surrounding transaction ends.
+
+    Every write that may put a row back to 'pending' takes this lock first and writes
+    'cancelled' instead when the blast is cancelled. blast_cancel changes the blast
+    under the same lock, so the two serialise: either the cancel sees the row pending
+    and cancels it, or the writer sees the blast cancelled. A cancelled blast never
+    has a pending row.
+    """
+    return (
+        Blast.objects.select_for_update()
+        .filter(pk=blast_id)
+        .values_list("status", flat=True)
+        .first()
+    )
+
+
+def back_to_pending(*, blast_status: str | None) -> str:
+    """What a row that was not sent becomes: pending, or cancelled with its blast."""
+    return S.CANCELLED if blast_status == B.CANCELLED else S.PENDING
+
+
 def blast_pause(
     *, blast_id: int, reason: str = "Paused by staff", cause: str = Blast.PauseCause.STAFF
 ) -> bool:
