@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
@@ -565,6 +566,12 @@ class FakeTwilio:
             return self._create_attempts
 
     @property
+    def create_times(self) -> list[float]:
+        """When each create request arrived (epoch seconds), in arrival order."""
+        with self._lock:
+            return list(self._create_times)
+
+    @property
     def max_concurrent(self) -> int:
         """Most creates in progress at once (latency and delays included)."""
         with self._lock:
@@ -600,6 +607,7 @@ class FakeTwilio:
         self._script: deque[Reply] = deque()
         self._seq = 0
         self._create_attempts = 0
+        self._create_times: list[float] = []
         self._in_flight = 0
         self._max_in_flight = 0
 
@@ -618,6 +626,7 @@ class FakeTwilio:
 
     def _create_started(self) -> None:
         with self._lock:
+            self._create_times.append(time.time())
             self._create_attempts += 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
