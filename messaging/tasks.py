@@ -13,9 +13,9 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="messaging.send_blast", acks_late=True, ignore_result=True)
-def send_blast_task(blast_id: int) -> None:
+def send_blast_task(blast_id: int, token: str | None = None) -> None:
     try:
-        again = services.blast_process(blast_id=blast_id)
+        again = services.blast_process(blast_id=blast_id, token=token)
     except SoftTimeLimitExceeded:
         # Claimed rows are released by the pass itself where it can; whatever stays
         # 'sending' becomes unknown and is reconciled. Pick the rest up in a fresh task.

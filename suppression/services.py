@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from smsadmin.models import User
@@ -38,6 +39,15 @@ def blocked_phones(*, phones: Iterable[str]) -> dict[str, str]:
     if batch:
         flush()
     return blocked
+
+
+def phone_blocked_q(*, phone_field: str = "phone") -> Q:
+    """A filter for rows whose number (``phone_field``) must get nothing: the same rule
+    as blocked_phones, evaluated by the database inside the statement that uses it, so
+    an opt-out committed before that statement always counts."""
+    return Q(Exists(UnsubscribedContact.objects.filter(phone=OuterRef(phone_field)))) | Q(
+        Exists(SuppressedContact.objects.filter(phone=OuterRef(phone_field), lifted=False))
+    )
 
 
 @transaction.atomic

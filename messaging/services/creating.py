@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from events.models import Event, Registration
 from members.models import Member
 from messaging.models import Blast, Delivery
+from messaging.services.busy import retry_when_busy
 from messaging.services.queueing import blast_enqueue
 from messaging.templating import Template, TemplateError, recipient_values, template_parse
 from smsadmin.models import User
@@ -24,6 +26,8 @@ S = Delivery.Status
 B = Blast.Status
 
 CREATE_BATCH = 1000
+DISCARD_BATCH = 5000
+AUDIENCE_PAGE = 2000
 
 
 class BlastError(ValueError):
@@ -38,24 +42,32 @@ class _Recipient:
     event: Event | None = None
 
 
+def _pages(rows: QuerySet) -> Iterator[tuple]:  # type: ignore[type-arg]
+    """``rows`` (id first, then the values) a page at a time by id, with no cursor held
+    open: rows are written between pages, each batch in its own transaction."""
+    last = 0
+    while True:
+        page = list(rows.filter(id__gt=last).order_by("id")[:AUDIENCE_PAGE])
+        if not page:
+            return
+        yield from page
+        last = page[-1][0]
+
+
 def _audience(*, community: bool, events: list[Event]) -> Iterator[_Recipient]:
     # Event registrations first: someone both registered and a member is texted once,
     # with the event's details.
     for event in events:
-        rows = (
-            Registration.objects.filter(event=event)
-            .order_by("id")
-            .values_list("phone", "first_name", "last_name")
+        registrations = Registration.objects.filter(event=event).values_list(
+            "id", "phone", "first_name", "last_name"
         )
-        for phone, first, last in rows.iterator(chunk_size=2000):
+        for _, phone, first, last in _pages(registrations):
             yield _Recipient(phone, first, last, event)
     if community:
-        rows = (
-            Member.objects.filter(is_active=True)
-            .order_by("id")
-            .values_list("phone", "first_name", "last_name")
+        members = Member.objects.filter(is_active=True).values_list(
+            "id", "phone", "first_name", "last_name"
         )
-        for phone, first, last in rows.iterator(chunk_size=2000):
+        for _, phone, first, last in _pages(members):
             yield _Recipient(phone, first, last)
 
 
@@ -104,62 +116,107 @@ def blast_create(
     name: str = "",
     scheduled_for: datetime | None = None,
 ) -> Blast:
-    """Create a blast and one row per recipient in one transaction, then enqueue it.
+    """Create a blast and one row per recipient, then enqueue it.
 
     Recipients are deduplicated by phone; unsubscribed and suppressed numbers get a
     row marked skipped with the reason. If the broker is down the blast stays queued
     and the sweeper sends it; ``blast.enqueued_at`` is None in that case.
+
+    Rows are written in batches, each its own short transaction, so a 100k audience
+    never holds SQLite's write lock for more than a moment and sending workers keep
+    recording outcomes meanwhile. Until every row exists the blast is 'preparing',
+    which no worker and no sweeper pass sends; if creation fails half-way, what was
+    written is removed (here, or by the sweeper after a crash).
     """
     template, events = blast_validate(body=body, community=community, event_ids=event_ids)
     scheduled = scheduled_for is not None and scheduled_for > timezone.now()
-    with transaction.atomic():
-        blast = Blast.objects.create(
-            name=name.strip() or body.strip().splitlines()[0][:60],
-            body=body,
-            audience_community=community,
-            status=B.SCHEDULED if scheduled else B.QUEUED,
-            scheduled_for=scheduled_for,
-            created_by=created_by,
-        )
+    blast = Blast.objects.create(
+        name=name.strip() or body.strip().splitlines()[0][:60],
+        body=body,
+        audience_community=community,
+        status=B.PREPARING,
+        scheduled_for=scheduled_for,
+        created_by=created_by,
+    )
+    try:
         blast.audience_events.set(events)
-        seen: set[str] = set()
-        batch: list[Delivery] = []
-        total = 0
-
-        def flush() -> None:
-            blocked = blocked_phones(phones=[d.phone for d in batch])
-            for delivery in batch:
-                reason = blocked.get(delivery.phone)
-                if reason:
-                    delivery.status = S.SKIPPED
-                    delivery.skip_reason = reason
-            Delivery.objects.bulk_create(batch)
-            batch.clear()
-
-        for recipient in _audience(community=community, events=events):
-            if recipient.phone in seen:
-                continue
-            seen.add(recipient.phone)
-            batch.append(
-                Delivery(
-                    blast=blast,
-                    phone=recipient.phone,
-                    first_name=recipient.first_name,
-                    last_name=recipient.last_name,
-                    event=recipient.event,
-                    body=_render(template, recipient),
-                )
-            )
-            total += 1
-            if len(batch) >= CREATE_BATCH:
-                flush()
-        if batch:
-            flush()
+        total = _write_rows(blast=blast, template=template, community=community, events=events)
         if total == 0:
             raise BlastError("Nobody to send to: the chosen audience has no one in it.")
-        blast.recipient_count = total
-        blast.save(update_fields=["name", "recipient_count"])
-        if not scheduled:
-            transaction.on_commit(lambda: blast_enqueue(blast_id=blast.pk))
+
+        def ready() -> None:
+            with transaction.atomic():
+                changed = Blast.objects.filter(pk=blast.pk, status=B.PREPARING).update(
+                    status=B.SCHEDULED if scheduled else B.QUEUED,
+                    recipient_count=total,
+                    updated_at=timezone.now(),
+                )
+                if not changed:
+                    raise BlastError("The blast was removed while it was being prepared.")
+                if not scheduled:
+                    transaction.on_commit(lambda: blast_enqueue(blast_id=blast.pk))
+
+        retry_when_busy(ready, what="finishing a new blast")
+    except BaseException:
+        blast_discard_preparing(blast_id=blast.pk)
+        raise
     blast.refresh_from_db()
     return blast
+
+
+def _write_rows(*, blast: Blast, template: Template, community: bool, events: list[Event]) -> int:
+    seen: set[str] = set()
+    batch: list[_Recipient] = []
+    total = 0
+
+    def write() -> None:
+        with transaction.atomic():
+            blocked = blocked_phones(phones=[r.phone for r in batch])
+            rows = []
+            for recipient in batch:
+                reason = blocked.get(recipient.phone, "")
+                rows.append(
+                    Delivery(
+                        blast=blast,
+                        phone=recipient.phone,
+                        first_name=recipient.first_name,
+                        last_name=recipient.last_name,
+                        event=recipient.event,
+                        body=_render(template, recipient),
+                        status=S.SKIPPED if reason else S.PENDING,
+                        skip_reason=reason,
+                    )
+                )
+            Delivery.objects.bulk_create(rows)
+            # Progress the sweeper can see: a blast preparing for long without it died.
+            Blast.objects.filter(pk=blast.pk).update(updated_at=timezone.now())
+
+    for recipient in _audience(community=community, events=events):
+        if recipient.phone in seen:
+            continue
+        seen.add(recipient.phone)
+        batch.append(recipient)
+        total += 1
+        if len(batch) >= CREATE_BATCH:
+            retry_when_busy(write, what="writing a blast's recipients")
+            batch.clear()
+    if batch:
+        retry_when_busy(write, what="writing a blast's recipients")
+    return total
+
+
+def blast_discard_preparing(*, blast_id: int) -> int:
+    """Remove a blast that never finished preparing, its rows a batch at a time."""
+    removed = 0
+    while True:
+        ids = list(
+            Delivery.objects.filter(blast_id=blast_id).values_list("pk", flat=True)[:DISCARD_BATCH]
+        )
+        if not ids:
+            break
+        removed += retry_when_busy(
+            lambda ids=ids: Delivery.objects.filter(pk__in=ids).delete()[0],
+            what="removing an unfinished blast",
+        )
+    Blast.objects.filter(pk=blast_id, status=B.PREPARING).delete()
+    return removed

@@ -83,9 +83,13 @@ def blast_cancel(*, blast_id: int, reason: str = "Cancelled by staff") -> int | 
 
 
 def blast_finish_if_done(*, blast_id: int) -> bool:
-    """Set the final status once no row is pending, in flight or unknown."""
+    """Set the final status once no row is pending, in flight or unknown.
+
+    A paused blast finishes too: paused while its last sends were in flight, it has
+    nothing left that resuming would send.
+    """
     blast = Blast.objects.filter(pk=blast_id).first()
-    if blast is None or blast.status != B.SENDING:
+    if blast is None or blast.status not in (B.SENDING, B.PAUSED):
         return False
     counts = blast.counts()
     if counts[S.PENDING] or counts[S.SENDING] or counts[S.UNKNOWN]:
@@ -99,7 +103,7 @@ def blast_finish_if_done(*, blast_id: int) -> bool:
         final = B.PARTIALLY_FAILED
     now = timezone.now()
     return bool(
-        Blast.objects.filter(pk=blast_id, status=B.SENDING).update(
-            status=final, finished_at=now, updated_at=now
+        Blast.objects.filter(pk=blast_id, status=blast.status).update(
+            status=final, status_reason="", pause_cause="", finished_at=now, updated_at=now
         )
     )

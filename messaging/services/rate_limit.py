@@ -1,53 +1,71 @@
-"""The send rate shared by every worker process."""
+"""The send rate shared by every worker process, on every machine, on the database's clock."""
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from collections import deque
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from messaging.models import Blast, Delivery, SendRateLimiter
+from messaging.models import SendRateLimiter
 
-logger = logging.getLogger(__name__)
-
-S = Delivery.Status
-B = Blast.Status
+# One statement takes the next free slot and says what time the database thinks it is,
+# so the schedule never depends on a worker host's clock. 'now' is fixed for the whole
+# statement on both databases.
+_RESERVE_SQL = {
+    "postgresql": (
+        "WITH clock AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now) "
+        "UPDATE messaging_sendratelimiter SET next_slot = GREATEST(next_slot, clock.now) + %s "
+        "FROM clock WHERE key = %s RETURNING next_slot - %s, clock.now"
+    ),
+    "sqlite": (
+        "UPDATE messaging_sendratelimiter "
+        "SET next_slot = MAX(next_slot, (julianday('now') - 2440587.5) * 86400.0) + %s "
+        "WHERE key = %s "
+        "RETURNING next_slot - %s, (julianday('now') - 2440587.5) * 86400.0"
+    ),
+}
 
 
 class RateLimiter:
-    """SMS_RATE_PER_SECOND for the whole deployment: send slots reserved in the database.
+    """SMS_RATE_PER_SECOND for the whole deployment: one send slot per message.
 
-    Each reservation takes a short window of slots (about half a second's worth) under
-    a row lock, so workers never overlap and the database sees a few writes a second.
+    A slot is taken from the database right before the message it is for, and slots
+    are 1/rate apart on the database's clock, whichever worker or machine takes them.
+    A slot is only used close to its time: a worker that wakes up late (a slow reply, a
+    busy machine) lets it go and takes a new one, so a late worker never adds a burst
+    on top of the others' sends. Any one-second window then holds at most rate + 1 sends.
     """
 
     def __init__(self, *, key: str, rate: float) -> None:
         self.key = key
         self.rate = rate
-        self.slots: deque[float] = deque()
+        # How late after its time a slot may still be used: under half an interval, so
+        # a slot used late and the next one used early never share a window unfairly.
+        self.tolerance = min(0.05, 0.45 / rate) if rate > 0 else 0.0
 
-    def _reserve(self) -> None:
-        n = max(1, min(500, math.ceil(self.rate * 0.5)))
+    def reserve(self) -> float:
+        """Take the next slot; its time as a local ``time.monotonic()`` value."""
+        step = 1.0 / self.rate
+        sql = _RESERVE_SQL[connection.vendor]
         with transaction.atomic():
-            row = SendRateLimiter.objects.select_for_update().filter(key=self.key).first()
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [step, self.key, step])
+                row = cursor.fetchone()
             if row is None:
-                try:
-                    with transaction.atomic():
-                        row = SendRateLimiter.objects.create(key=self.key)
-                except IntegrityError:
-                    row = SendRateLimiter.objects.select_for_update().get(key=self.key)
-            start = max(row.next_slot, time.time())
-            row.next_slot = start + n / self.rate
-            row.save(update_fields=["next_slot"])
-        self.slots.extend(start + i / self.rate for i in range(n))
+                self._create_row()
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, [step, self.key, step])
+                    row = cursor.fetchone()
+        slot, db_now = row
+        return time.monotonic() + max(0.0, slot - db_now)
 
-    def next_slot(self) -> float:
-        """The epoch time at which the next message may go out."""
-        if self.rate <= 0:
-            return 0.0
-        if not self.slots:
-            self._reserve()
-        return self.slots.popleft()
+    def _create_row(self) -> None:
+        try:
+            with transaction.atomic():
+                SendRateLimiter.objects.create(key=self.key)
+        except IntegrityError:  # another worker created it first
+            pass
+
+    def usable(self, slot: float) -> bool:
+        """Whether a slot reserved earlier may still be spent now."""
+        return time.monotonic() <= slot + self.tolerance

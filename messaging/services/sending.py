@@ -1,4 +1,17 @@
-"""The send pass: claiming rows, sending them through the one Twilio seam, recording outcomes."""
+"""The send pass: claiming rows, sending them through the one Twilio seam, recording outcomes.
+
+What a pass promises, and where each promise is kept:
+- a row is sent by one worker only: ``delivery_claim`` and ``_reclaim`` (conditional UPDATEs);
+- nobody who opted out is texted: ``_reclaim`` re-checks the opt-out and suppression lists
+  in the same UPDATE that stamps the attempt, right before that row's API call;
+- the rate holds for the whole deployment: ``RateLimiter`` (one slot per message);
+- one recipient's error never stops the blast, and an error that will hit everyone stops
+  it at once: ``_plan`` and ``_Watch``;
+- a Twilio outage does not burn the list into 'unknown': ``_Watch`` backs off, sends one
+  request at a time, then pauses the blast;
+- a cancelled blast never gets a row back to 'pending': ``_record`` and ``_release`` write
+  under the blast's lock (``blast_status_locked``).
+"""
 
 from __future__ import annotations
 
@@ -16,12 +29,19 @@ from queue import Empty, SimpleQueue
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Exists, F, Min, Q, Value, When
+from django.db.models import Case, F, Min, Q, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
-from messaging.services.lifecycle import blast_finish_if_done, blast_pause
+from messaging.services.busy import retry_when_busy
+from messaging.services.lifecycle import (
+    back_to_pending,
+    blast_finish_if_done,
+    blast_pause,
+    blast_status_locked,
+)
+from messaging.services.queueing import blast_take_task
 from messaging.services.rate_limit import RateLimiter
 from messaging.sms import (
     Outcome,
@@ -31,7 +51,7 @@ from messaging.sms import (
     status_callback_url,
 )
 from messaging.twilio_errors import describe
-from suppression.services import blocked_phones
+from suppression.services import blocked_phones, phone_blocked_q
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +60,12 @@ B = Blast.Status
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+# A row Twilio refused with a sender or account error: the first refusal pauses the
+# blast (it would hit everyone); a second one after staff resumed waits behind the rest
+# of the list; a third fails the row, since the others went out and the error is about it.
+REFUSALS_DEFERRED = 2
+REFUSALS_FAILED = 3
+REFUSAL_DEFER_SECONDS = 60.0
 
 
 def delivery_claim(*, blast_id: int, limit: int) -> tuple[uuid.UUID, list[Delivery]]:
@@ -59,13 +85,16 @@ def delivery_claim(*, blast_id: int, limit: int) -> tuple[uuid.UUID, list[Delive
     )
     if not ids:
         return token, []
-    Delivery.objects.filter(id__in=ids, status=S.PENDING).update(
-        status=S.SENDING,
-        claim_token=token,
-        claimed_at=now,
-        attempts=F("attempts") + 1,
-        next_attempt_at=None,
-        updated_at=now,
+    retry_when_busy(
+        lambda: Delivery.objects.filter(id__in=ids, status=S.PENDING).update(
+            status=S.SENDING,
+            claim_token=token,
+            claimed_at=now,
+            attempts=F("attempts") + 1,
+            next_attempt_at=None,
+            updated_at=now,
+        ),
+        what="claiming rows",
     )
     return token, list(Delivery.objects.filter(id__in=ids, claim_token=token).order_by("id"))
 
@@ -74,6 +103,64 @@ def retry_delay(attempts: int) -> float:
     """Exponential backoff with jitter, capped far below any broker visibility timeout."""
     ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy
+
+
+@dataclass
+class _Watch:
+    """What the answers so far say about Twilio and the list: runs of trouble, in order.
+
+    ``no_answer``: requests in a row that got no answer (5xx, timeout, dropped or refused
+    connection). ``same_error``: messages in a row that failed with one error code. Any
+    other answer ends a run. ``pause`` is set once a run is long enough to stop the blast.
+    """
+
+    no_answer: int = 0
+    last_no_answer: str = ""
+    throttled: int = 0
+    error_code: int | None = None
+    same_error: int = 0
+    pause: tuple[str, str] | None = None  # (cause, reason)
+
+    def see(self, result: SendResult) -> float:
+        """Take one answer into account; returns seconds to hold off new sends (0: none)."""
+        outcome = result.outcome
+        no_answer = outcome is Outcome.UNKNOWN or (
+            outcome is Outcome.RETRY and result.http_status is None
+        )
+        if no_answer:
+            self.no_answer += 1
+            self.last_no_answer = result.error_message or describe(result.error_code)
+            limit = settings.SMS_PAUSE_AFTER_NO_ANSWER
+            if limit and self.no_answer >= limit and self.pause is None:
+                self.pause = (
+                    Blast.PauseCause.NO_ANSWER,
+                    f"Paused: Twilio is not answering: {self.no_answer} requests in a row "
+                    f"failed (the last: {self.last_no_answer[:200]}). Resume when it "
+                    "recovers; messages whose outcome is unknown are checked against "
+                    "Twilio's records before any is sent again.",
+                )
+            return retry_delay(self.no_answer)
+        self.no_answer = 0
+        if outcome is Outcome.RETRY:  # 429: Twilio answered, and wants fewer requests
+            self.throttled += 1
+            return retry_delay(self.throttled)
+        self.throttled = 0
+        if outcome is Outcome.FAILED and result.error_code is not None:
+            if result.error_code == self.error_code:
+                self.same_error += 1
+            else:
+                self.error_code, self.same_error = result.error_code, 1
+            limit = settings.SMS_PAUSE_AFTER_SAME_ERROR
+            if limit and self.same_error >= limit and self.pause is None:
+                self.pause = (
+                    Blast.PauseCause.ERROR_RUN,
+                    f"Paused: the last {self.same_error} messages all failed with "
+                    f"{describe(self.error_code)}. If the rest would fail the same way, fix "
+                    "the cause or cancel; resume to go on.",
+                )
+        elif outcome is Outcome.SENT:
+            self.error_code, self.same_error = None, 0
+        return 0.0
 
 
 @dataclass
@@ -89,19 +176,20 @@ class _Pass:
     results: SimpleQueue[tuple[Delivery, uuid.UUID, SendResult]] = field(
         default_factory=SimpleQueue
     )
+    watch: _Watch = field(default_factory=_Watch)
     stop_reason: str = ""
     backoff_until: float = 0.0
-    consecutive_retries: int = 0
     last_status_check: float = 0.0
     canary_checked: bool = False
+    pause_applied: bool = False
 
     @property
-    def reclaim_batch(self) -> int:
-        # Re-claim only what goes out within about half a second, so a re-claimed row
-        # is sent long before anyone could take its claim for a dead worker's.
+    def claim_size(self) -> int:
+        # Claim no more than goes out in about a minute, so claimed rows waiting their
+        # turn are never taken for a dead worker's (SMS_CLAIM_STALE_SECONDS).
         if self.limiter.rate <= 0:
-            return self.max_in_flight
-        return max(1, min(self.max_in_flight, int(self.limiter.rate * 0.5)))
+            return settings.SMS_CHUNK_SIZE
+        return max(1, min(settings.SMS_CHUNK_SIZE, int(self.limiter.rate * 60)))
 
     def blast_still_sending(self) -> bool:
         now = time.monotonic()
@@ -124,16 +212,6 @@ def _send_one(backend: SmsBackend, delivery: Delivery) -> SendResult:
         return SendResult(outcome=Outcome.UNKNOWN, error_message=f"{type(exc).__name__}: {exc}")
 
 
-_STATUS_AFTER = {
-    Outcome.SENT: S.SENT,
-    Outcome.FAILED: S.FAILED,
-    Outcome.UNKNOWN: S.UNKNOWN,
-    Outcome.RETRY: S.PENDING,
-    # Not this recipient's fault: the row waits for the blast to be resumed.
-    Outcome.SENDER_ERROR: S.PENDING,
-}
-
-
 def _per_row(items: list[tuple[Delivery, SendResult]], name: str, value) -> Cast:  # type: ignore[no-untyped-def]
     """One column's new value for each row of a batch, as a CASE on the primary key."""
     field = Delivery._meta.get_field(name)
@@ -145,62 +223,122 @@ def _per_row(items: list[tuple[Delivery, SendResult]], name: str, value) -> Cast
     return Cast(case, output_field=field)
 
 
+def _plan(delivery: Delivery, result: SendResult) -> str:
+    """What becomes of a row after its answer: the outcome, with sender errors split."""
+    if result.outcome is not Outcome.SENDER_ERROR:
+        return result.outcome.value
+    refusals = delivery.sender_refusals + 1
+    if refusals >= REFUSALS_FAILED:
+        return "refused_fail"
+    if refusals >= REFUSALS_DEFERRED:
+        return "refused_defer"
+    return "refused_pause"
+
+
+def _refused_message(delivery: Delivery, result: SendResult) -> str:
+    return (
+        f"Twilio refused this message {delivery.sender_refusals + 1} times "
+        f"({describe(result.error_code)}) while the rest of the blast went on: the error "
+        f"is about this recipient. {result.error_message}"
+    )[:1000]
+
+
 def _record(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> None:
     """Write a batch of outcomes: one UPDATE per kind of outcome, in one transaction.
 
     Each UPDATE is still conditional on the claim, so a row that stopped being ours
-    (expired as stale and already settled elsewhere) is left alone.
+    (expired as stale and already settled elsewhere) is left alone. A busy database
+    delays the write; it does not lose it.
     """
     if not drained:
         return
+    retry_when_busy(lambda: _record_once(p, drained), what="recording outcomes")
+    pause = p.watch.pause
+    if pause is not None and not p.pause_applied:
+        p.pause_applied = True
+        cause, reason = pause
+        # Pausing protects the rest of the list; with nobody left it would only hide
+        # the outcome.
+        left = Delivery.objects.filter(
+            blast_id=p.blast_id, status__in=[S.PENDING, S.SENDING]
+        ).exists()
+        if left and blast_pause(blast_id=p.blast_id, reason=reason, cause=cause):
+            p.stop_reason = reason
+    if not p.canary_checked and not p.stop_reason:
+        _check_canary(p)
+
+
+def _record_once(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> None:
     now = timezone.now()
-    groups: dict[tuple[uuid.UUID, Outcome], list[tuple[Delivery, SendResult]]] = {}
+    groups: dict[tuple[uuid.UUID, str], list[tuple[Delivery, SendResult]]] = {}
     for delivery, token, result in drained:
-        groups.setdefault((token, result.outcome), []).append((delivery, result))
-    sender_error: SendResult | None = None
+        groups.setdefault((token, _plan(delivery, result)), []).append((delivery, result))
+    refused: SendResult | None = None
     with transaction.atomic():
-        for (token, outcome), items in groups.items():
-            fields: dict[str, object] = {"status": _STATUS_AFTER[outcome], "updated_at": now}
-            if outcome is Outcome.SENT:
+        # Taken first: serialises with blast_cancel, so no row goes back to pending
+        # in a blast that was cancelled meanwhile.
+        blast_status = blast_status_locked(blast_id=p.blast_id)
+        unsent = back_to_pending(blast_status=blast_status)
+        Blast.objects.filter(pk=p.blast_id).update(processing_started_at=now)
+        for (token, plan), items in groups.items():
+            error_fields = {
+                "error_code": _per_row(items, "error_code", lambda d, r: r.error_code),
+                "error_message": _per_row(items, "error_message", lambda d, r: r.error_message),
+            }
+            fields: dict[str, object] = {"updated_at": now}
+            if plan == Outcome.SENT:
                 fields |= {
+                    "status": S.SENT,
                     "twilio_sid": _per_row(items, "twilio_sid", lambda d, r: r.sid or None),
                     "twilio_status": _per_row(items, "twilio_status", lambda d, r: r.status),
                     "error_code": None,
                     "error_message": "",
                     "sent_at": now,
                 }
-            else:
+            elif plan == Outcome.FAILED:
+                fields |= {"status": S.FAILED, **error_fields}
+            elif plan == Outcome.UNKNOWN:
+                fields |= {"status": S.UNKNOWN, **error_fields}
+            elif plan == Outcome.RETRY:
                 fields |= {
-                    "error_code": _per_row(items, "error_code", lambda d, r: r.error_code),
-                    "error_message": _per_row(items, "error_message", lambda d, r: r.error_message),
-                }
-            if outcome is Outcome.RETRY:
-                fields |= {
+                    "status": unsent,
                     "claim_token": None,
                     "next_attempt_at": _per_row(
                         items,
                         "next_attempt_at",
                         lambda d, r: now + timedelta(seconds=retry_delay(d.attempts + 1)),
                     ),
+                    **error_fields,
                 }
-            elif outcome is Outcome.SENDER_ERROR:
-                sender_error = sender_error or items[0][1]
-                fields |= {"claim_token": None, "attempts": F("attempts") - 1}
+            elif plan == "refused_fail":
+                fields |= {
+                    "status": S.FAILED,
+                    "sender_refusals": F("sender_refusals") + 1,
+                    "error_code": error_fields["error_code"],
+                    "error_message": _per_row(items, "error_message", _refused_message),
+                }
+            else:  # refused_pause, refused_defer: the row waits; the attempt did not count
+                refused = refused if refused or plan != "refused_pause" else items[0][1]
+                fields |= {
+                    "status": unsent,
+                    "claim_token": None,
+                    "attempts": F("attempts") - 1,
+                    "sender_refusals": F("sender_refusals") + 1,
+                    **error_fields,
+                }
+                if plan == "refused_defer":
+                    fields["next_attempt_at"] = now + timedelta(seconds=REFUSAL_DEFER_SECONDS)
             Delivery.objects.filter(
                 pk__in=[d.pk for d, _ in items],
                 claim_token=token,
                 status__in=[S.SENDING, S.UNKNOWN],
             ).update(**fields)
-        Blast.objects.filter(pk=p.blast_id).update(processing_started_at=now)
-    if sender_error is not None:
-        reason = (
-            f"Paused: Twilio refused the sender or account ({describe(sender_error.error_code)}). "
-            "Every recipient would fail the same way; fix the Twilio settings, then resume."
+    if refused is not None and p.watch.pause is None:
+        p.watch.pause = (
+            Blast.PauseCause.SENDER,
+            f"Paused: Twilio refused the sender or account ({describe(refused.error_code)}). "
+            "Every recipient would fail the same way; fix the Twilio settings, then resume.",
         )
-        blast_pause(blast_id=p.blast_id, reason=reason, cause=Blast.PauseCause.SENDER)
-        p.stop_reason = reason
-    if not p.canary_checked:
-        _check_canary(p)
 
 
 def _check_canary(p: _Pass) -> None:
@@ -234,11 +372,28 @@ def _release(blast_id: int, token: uuid.UUID, deliveries: list[Delivery]) -> Non
     """Give back claimed rows that were never sent: pending again, or cancelled with the blast."""
     if not deliveries:
         return
-    cancelled = Exists(Blast.objects.filter(pk=blast_id, status=B.CANCELLED))
+
+    def write() -> None:
+        with transaction.atomic():
+            blast_status = blast_status_locked(blast_id=blast_id)
+            Delivery.objects.filter(
+                pk__in=[d.pk for d in deliveries], claim_token=token, status=S.SENDING
+            ).update(
+                status=back_to_pending(blast_status=blast_status),
+                claim_token=None,
+                attempts=F("attempts") - 1,
+                updated_at=timezone.now(),
+            )
+
+    retry_when_busy(write, what="releasing rows")
+
+
+def _skip(token: uuid.UUID, deliveries: list[Delivery], reason: str) -> None:
     Delivery.objects.filter(
         pk__in=[d.pk for d in deliveries], claim_token=token, status=S.SENDING
     ).update(
-        status=Case(When(cancelled, then=Value(S.CANCELLED)), default=Value(S.PENDING)),
+        status=S.SKIPPED,
+        skip_reason=reason,
         claim_token=None,
         attempts=F("attempts") - 1,
         updated_at=timezone.now(),
@@ -246,20 +401,15 @@ def _release(blast_id: int, token: uuid.UUID, deliveries: list[Delivery]) -> Non
 
 
 def _skip_opted_out(token: uuid.UUID, deliveries: list[Delivery]) -> list[Delivery]:
-    """Someone who opted out after compose gets nothing: checked again right before sending."""
+    """Skip, for a whole claimed chunk at once, those who opted out since compose.
+
+    Only a first sieve: _reclaim checks each row again right before its call.
+    """
     blocked = blocked_phones(phones=[d.phone for d in deliveries])
     if not blocked:
         return deliveries
-    now = timezone.now()
     for reason in set(blocked.values()):
-        ids = [d.pk for d in deliveries if blocked.get(d.phone) == reason]
-        Delivery.objects.filter(pk__in=ids, claim_token=token, status=S.SENDING).update(
-            status=S.SKIPPED,
-            skip_reason=reason,
-            claim_token=None,
-            attempts=F("attempts") - 1,
-            updated_at=now,
-        )
+        _skip(token, [d for d in deliveries if blocked.get(d.phone) == reason], reason)
     return [d for d in deliveries if d.phone not in blocked]
 
 
@@ -273,30 +423,34 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _reclaim(token: uuid.UUID, pending: deque[Delivery], n: int) -> list[Delivery]:
-    """Take the next few rows off ``pending``, re-checking in one UPDATE that they are ours.
+def _reclaim(token: uuid.UUID, delivery: Delivery) -> bool:
+    """Right before its API call: is this row still ours, and may its number be texted?
 
-    Right before their API calls: if a row stopped being ours (the sweeper took it for
-    a dead worker's while this one was stalled, or the blast was cancelled), it is not
-    sent. claimed_at becomes the time of this attempt, which reconciliation searches
-    from and the stale-claim check measures.
+    One UPDATE re-checks the claim (the sweeper may have taken it for a dead worker's
+    while this one stalled, or the blast was cancelled) and that no opt-out or active
+    suppression exists for the number, and stamps claimed_at with this attempt's time,
+    which reconciliation searches from. An opt-out committed before this statement
+    stops the call; the row is skipped with the reason.
     """
-    batch = [pending.popleft() for _ in range(min(n, len(pending)))]
-    if not batch:
-        return []
-    ids = [d.pk for d in batch]
-    ours = Delivery.objects.filter(pk__in=ids, claim_token=token, status=S.SENDING)
-    if ours.update(claimed_at=timezone.now()) == len(batch):
-        return batch
-    still = set(ours.values_list("pk", flat=True))
-    return [d for d in batch if d.pk in still]
+    now = timezone.now()
+    mine = Delivery.objects.filter(pk=delivery.pk, claim_token=token, status=S.SENDING)
+    stamped = retry_when_busy(
+        lambda: mine.exclude(phone_blocked_q()).update(claimed_at=now),
+        what="checking a row before sending",
+    )
+    if stamped:
+        delivery.claimed_at = now
+        return True
+    reason = blocked_phones(phones=[delivery.phone]).get(delivery.phone)
+    if reason:
+        _skip(token, [delivery], reason)
+    return False
 
 
 def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     deliveries = _skip_opted_out(token, deliveries)
     in_flight = threading.Semaphore(p.max_in_flight)
     pending = deque(deliveries)
-    ready: deque[Delivery] = deque()
     outstanding = 0
     last_flush = time.monotonic()
     drained: list[tuple[Delivery, uuid.UUID, SendResult]] = []
@@ -305,7 +459,7 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
         p.results.put((delivery, token, result))
         in_flight.release()
 
-    def drain(block_for: float = 0.0) -> None:
+    def drain(block_for: float = 0.0, *, may_write: bool = True) -> None:
         nonlocal outstanding, last_flush
         new: list[tuple[Delivery, uuid.UUID, SendResult]] = []
         try:
@@ -316,48 +470,56 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
         except Empty:
             pass
         outstanding -= len(new)
-        for _, _, result in new:
-            if result.outcome is Outcome.RETRY:
-                p.consecutive_retries += 1
-                # Slow the whole pass down, not just this row: a 429 or a refused
-                # connection says Twilio wants fewer requests from us right now.
-                p.backoff_until = time.monotonic() + retry_delay(p.consecutive_retries)
-            elif result.outcome is Outcome.SENDER_ERROR:
+        for delivery, _, result in new:
+            hold = p.watch.see(result)
+            if hold:
+                # Slow the whole pass down, not just this row: a 429 says Twilio wants
+                # fewer requests, no answer says it may be down.
+                p.backoff_until = max(p.backoff_until, time.monotonic() + hold)
+            if _plan(delivery, result) == "refused_pause":
                 # Stop submitting at once; _record pauses the blast with the reason.
                 p.stop_reason = p.stop_reason or "sender error"
-            else:
-                p.consecutive_retries = 0
         drained.extend(new)
         due = (
             len(drained) >= 50
             or time.monotonic() - last_flush >= 0.5
             or outstanding == 0
             or bool(p.stop_reason)
+            or p.watch.pause is not None
         )
-        if drained and due:
+        if drained and due and may_write:
             _record(p, drained)
             drained.clear()
             last_flush = time.monotonic()
+            if p.watch.pause is not None and not p.stop_reason:
+                p.stop_reason = "paused"
 
     pool = p.pool
-    while pending or ready:
+    while pending:
         if not p.blast_still_sending() or time.monotonic() > p.deadline:
             break
         if time.monotonic() < p.backoff_until:
             drain(block_for=min(0.2, p.backoff_until - time.monotonic()))
             continue
+        if p.watch.no_answer and outstanding:
+            # Twilio stopped answering: probe with one request at a time until it does.
+            drain(block_for=0.2)
+            continue
         if not in_flight.acquire(timeout=0.2):
             drain()
             continue
-        slot = p.limiter.next_slot()
-        while (wait := slot - time.time()) > 0:
-            drain(block_for=min(wait, 0.2))
-        if not ready:
-            ready.extend(_reclaim(token, pending, p.reclaim_batch))
-            if not ready:
-                in_flight.release()
+        if p.limiter.rate > 0:
+            slot = p.limiter.reserve()
+            while (wait := slot - time.monotonic()) > 0:
+                # Close to the slot, only collect answers: a write now could make it late.
+                drain(block_for=min(wait, 0.2), may_write=wait > 0.1)
+            if not p.limiter.usable(slot):
+                in_flight.release()  # woke up too late for this slot: take a new one
                 continue
-        delivery = ready.popleft()
+        delivery = pending.popleft()
+        if not _reclaim(token, delivery):
+            in_flight.release()
+            continue
         outstanding += 1
         future = pool.submit(_send_one, p.backend, delivery)
         future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
@@ -367,7 +529,7 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     drain()
     if drained:
         _record(p, drained)
-    _release(p.blast_id, token, [*ready, *pending])
+    _release(p.blast_id, token, list(pending))
 
 
 def blast_process(
@@ -375,23 +537,22 @@ def blast_process(
     blast_id: int,
     time_budget: float = 240.0,
     backend: SmsBackend | None = None,
+    token: uuid.UUID | str | None = None,
 ) -> float | None:
     """Send what a blast has pending, for up to ``time_budget`` seconds.
 
+    ``token`` is the send task's: a task that a newer one replaced does nothing.
     Returns None when this task has nothing more to do, or the number of seconds after
     which it should run again (work left over, or rows waiting out a retry backoff).
     """
-    now = timezone.now()
-    Blast.objects.filter(pk=blast_id, status=B.QUEUED).update(
-        status=B.SENDING,
-        started_at=Coalesce(F("started_at"), Value(now)),
-        processing_started_at=now,
-        updated_at=now,
+    taken = retry_when_busy(
+        lambda: blast_take_task(blast_id=blast_id, token=token), what="taking a send task"
     )
+    if not taken:
+        return None
     status = Blast.objects.filter(pk=blast_id).values_list("status", flat=True).first()
     if status != B.SENDING:
-        return None
-    Blast.objects.filter(pk=blast_id).update(processing_started_at=now)
+        return blast_next_step(blast_id=blast_id)
     backend = backend or get_backend()
     max_in_flight = max(1, settings.SMS_MAX_IN_FLIGHT)
     # One pool for the whole pass: its threads, and each thread's HTTP connection to
@@ -411,16 +572,20 @@ def blast_process(
     )
     with pool:
         while p.blast_still_sending() and time.monotonic() < p.deadline:
-            token, deliveries = delivery_claim(blast_id=blast_id, limit=settings.SMS_CHUNK_SIZE)
+            token_, deliveries = delivery_claim(blast_id=blast_id, limit=p.claim_size)
             if not deliveries:
                 break
-            _send_chunk(p, token, deliveries)
+            _send_chunk(p, token_, deliveries)
     return blast_next_step(blast_id=blast_id)
 
 
 def blast_next_step(*, blast_id: int) -> float | None:
     """After a pass: run again now, run again later, or finish the blast."""
     status = Blast.objects.filter(pk=blast_id).values_list("status", flat=True).first()
+    if status == B.PAUSED:
+        # Paused while its last sends finished: with nothing left, it is done.
+        blast_finish_if_done(blast_id=blast_id)
+        return None
     if status != B.SENDING:
         return None
     rows = Delivery.objects.filter(blast_id=blast_id)

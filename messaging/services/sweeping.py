@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.services.creating import blast_discard_preparing
 from messaging.services.lifecycle import blast_finish_if_done
 from messaging.services.queueing import blast_enqueue
 
@@ -20,8 +21,13 @@ B = Blast.Status
 
 # A worker goes quiet for this long before the sweeper hands its blast to another.
 HEARTBEAT_STALE = timedelta(minutes=2)
-# A queued blast no worker took within this time is enqueued again.
-QUEUED_STALE = timedelta(minutes=1)
+# A send task still waiting in the broker after this long is taken for lost (a broker
+# that lost its data) and replaced. Until then the sweeper adds no second task: a task
+# waiting behind busy workers is not a lost one, and copies would pile up.
+TASK_LOST = timedelta(minutes=30)
+# A blast still 'preparing' with no new rows for this long belongs to a creation that
+# crashed: its rows are removed.
+PREPARING_STALE = timedelta(minutes=10)
 
 
 def deliveries_expire_stale_claims() -> int:
@@ -55,10 +61,10 @@ def blasts_sweep() -> dict[str, int]:
             dispatched += 1
             blast_enqueue(blast_id=blast_id)
     requeued = 0
+    no_task_waiting = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - TASK_LOST)
     stuck = Blast.objects.filter(
-        Q(status=B.QUEUED, enqueued_at__isnull=True)
-        | Q(status=B.QUEUED, enqueued_at__lt=now - QUEUED_STALE)
-        | Q(status=B.SENDING, processing_started_at__lt=now - HEARTBEAT_STALE)
+        Q(status=B.QUEUED) | Q(status=B.SENDING, processing_started_at__lt=now - HEARTBEAT_STALE),
+        no_task_waiting,
     ).values_list("pk", "status")
     for blast_id, status in stuck:
         if (
@@ -68,4 +74,18 @@ def blasts_sweep() -> dict[str, int]:
             blast_finish_if_done(blast_id=blast_id)
             continue
         requeued += int(blast_enqueue(blast_id=blast_id))
-    return {"stale_claims": stale_claims, "dispatched": dispatched, "requeued": requeued}
+    for blast_id in Blast.objects.filter(status=B.PAUSED).values_list("pk", flat=True):
+        blast_finish_if_done(blast_id=blast_id)
+    discarded = 0
+    for blast_id in Blast.objects.filter(
+        status=B.PREPARING, updated_at__lt=now - PREPARING_STALE
+    ).values_list("pk", flat=True):
+        logger.warning("Removing blast %s: its creation stopped half-way", blast_id)
+        blast_discard_preparing(blast_id=blast_id)
+        discarded += 1
+    return {
+        "stale_claims": stale_claims,
+        "dispatched": dispatched,
+        "requeued": requeued,
+        "discarded": discarded,
+    }
