@@ -136,13 +136,14 @@ ERRORS: dict[int, TwilioError] = _table(
         TwilioError(21604, "The destination 'To' phone number is required to send an SMS", _F),
         # --- Messages create: the sender, the account, the message -----------------------
         TwilioError(21212, "Invalid From Number (caller ID)", _S),
-        # Geo permissions are per destination country, so strictly only recipients in
-        # that country fail; we still pause because it hits a whole country at once and
-        # only staff can fix it (enable the country in Console), not per-row failures.
-        TwilioError(21408, "Message blocked: permissions disabled for the destination region", _S),
+        # Geo permissions are per destination country: one member abroad must not stop
+        # the blast for everyone at home. The row fails; if a whole list is abroad, the
+        # run of identical failures pauses the blast (SMS_PAUSE_AFTER_SAME_ERROR).
+        TwilioError(21408, "Message blocked: permissions disabled for the destination region", _F),
         TwilioError(21601, "Phone number is not a valid SMS-capable inbound phone number", _S),
-        # An empty body is the blast's problem, the same for every recipient.
-        TwilioError(21602, "Message body is required", _S),
+        # Only a row whose placeholders rendered to nothing can be empty (compose refuses
+        # an empty text), so it is about this row.
+        TwilioError(21602, "Message body is required", _F),
         TwilioError(
             21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message", _S
         ),
@@ -162,10 +163,10 @@ ERRORS: dict[int, TwilioError] = _table(
         TwilioError(
             21611, "This 'From' number has exceeded the maximum number of queued messages", _S
         ),
-        # Body over 1600 characters. The text is the blast's; placeholders can push only
-        # some rows over, but staff must shorten the text either way, so pause rather
-        # than fail row after row.
-        TwilioError(21617, "The concatenated message body exceeds the 1600 character limit", _S),
+        # Body over 1600 characters after this recipient's placeholders (a long name):
+        # about this row. A text too long for everyone fails row after row and the run
+        # of identical failures pauses the blast.
+        TwilioError(21617, "The concatenated message body exceeds the 1600 character limit", _F),
         TwilioError(21619, "A Message Body, Media URL or Content SID is required", _S),
         TwilioError(
             21659, "'From' is not a Twilio phone number or Short Code country mismatch", _S
