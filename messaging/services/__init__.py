@@ -21,6 +21,7 @@ The rules every function keeps:
 """
 
 from messaging.services.creating import BlastError, blast_create, blast_validate
+from messaging.services.decisions import delivery_mark_sent, delivery_send_again
 from messaging.services.lifecycle import (
     blast_cancel,
     blast_finish_if_done,
@@ -54,6 +55,8 @@ __all__ = [
     "deliveries_expire_stale_claims",
     "deliveries_reconcile",
     "delivery_claim",
+    "delivery_mark_sent",
     "delivery_reconcile",
+    "delivery_send_again",
     "retry_delay",
 ]
