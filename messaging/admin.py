@@ -1,17 +1,78 @@
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
-from django.utils.html import format_html_join
+from django.contrib.admin import helpers
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import unquote
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from messaging.models import Blast, Delivery, OutboxMessage
-from messaging.services import blast_cancel, blast_pause, blast_resume
+from messaging.services import (
+    blast_cancel,
+    blast_pause,
+    blast_resume,
+    delivery_mark_sent,
+    delivery_send_again,
+)
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+
+S = Delivery.Status
+B = Blast.Status
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _needs_decision(queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+    """Rows whose outcome is unknown and that reconciliation handed to staff."""
+    return queryset.filter(status=S.UNKNOWN).exclude(attention="")
+
+
+class NeedsDecisionFilter(admin.SimpleListFilter):
+    title = "needs a decision"
+    parameter_name = "decision"
+    ANY = "any"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [(self.ANY, "Yes, for any reason"), *Delivery.Attention.choices]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        value = self.value()
+        if value == self.ANY:
+            return _needs_decision(queryset)
+        if value in Delivery.Attention.values:
+            return _needs_decision(queryset).filter(attention=value)
+        return queryset
+
+
+def deliveries_needing_decision_url(blast_id: int) -> str:
+    query = urlencode({"blast__id__exact": blast_id, NeedsDecisionFilter.parameter_name: "any"})
+    return f"{reverse('admin:messaging_delivery_changelist')}?{query}"
 
 
 @admin.register(Blast)
 class BlastAdmin(admin.ModelAdmin):
+    """Blasts are read-only here: they change only through the services (the actions).
+
+    Nobody may edit a blast once it exists, not even an Admin: the text, audience and
+    schedule are what the recipients got or will get, and the engine's own fields (status,
+    canary, the current send task) belong to the engine. A save from the change form would
+    also write back every column as it was read, over what a worker wrote meanwhile.
+    """
+
     list_display = (
         "__str__",
         "status",
         "recipient_count",
+        "needs_decision",
         "created_by",
         "created_at",
         "scheduled_for",
@@ -20,21 +81,78 @@ class BlastAdmin(admin.ModelAdmin):
     list_filter = ("status", "audience_community")
     list_select_related = ("created_by",)
     search_fields = ("name", "body")
-    filter_horizontal = ("audience_events",)
-    actions = ["pause", "resume", "cancel"]
-    readonly_fields = (
-        "status",
-        "status_reason",
-        "progress",
-        "recipient_count",
-        "created_by",
-        "created_at",
-        "enqueued_at",
-        "processing_started_at",
-        "started_at",
-        "finished_at",
-        "updated_at",
+    actions = ["pause", "resume", "cancel", "delete_selected"]
+    fieldsets = (
+        (
+            None,
+            {"fields": ("name", "body", "audience", "scheduled_for", "created_by", "created_at")},
+        ),
+        (
+            "Progress",
+            {
+                "fields": (
+                    "status",
+                    "status_reason",
+                    "progress",
+                    "needs_decision",
+                    "recipient_count",
+                    "started_at",
+                    "finished_at",
+                )
+            },
+        ),
+        (
+            "Details",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "pause_cause",
+                    "canary_passed",
+                    "send_token",
+                    "enqueued_at",
+                    "processing_started_at",
+                    "updated_at",
+                ),
+            },
+        ),
     )
+    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
+    cancel_confirmation_template = "admin/messaging/blast/cancel_confirmation.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Blast]:
+        # One correlated COUNT per blast shown, in the page's own query (no N+1), on the
+        # (blast, status, id) index.
+        waiting = (
+            _needs_decision(Delivery.objects.filter(blast=OuterRef("pk")))
+            .order_by()
+            .values("blast")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(decisions_needed=Coalesce(Subquery(waiting, output_field=IntegerField()), 0))
+        )
+
+    # --- Read-only for everyone -----------------------------------------------------------
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        # A blast is created by the blast service (compose page, send_blast), which
+        # also builds its recipient rows; a bare row from this form would have none.
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        # The change page is a view page for everyone; a POST to it is refused (403).
+        return False
+
+    # --- What the page shows --------------------------------------------------------------
+
+    @admin.display(description="audience")
+    def audience(self, obj: Blast) -> str:
+        parts = ["Community members"] if obj.audience_community else []
+        parts += [f"Registrations for {event}" for event in obj.audience_events.all()]
+        return "; ".join(parts) or "-"
 
     @admin.display(description="deliveries")
     def progress(self, obj: Blast) -> str:
@@ -42,11 +160,24 @@ class BlastAdmin(admin.ModelAdmin):
         shown = [(label, counts[value]) for value, label in Delivery.Status.choices]
         return format_html_join(", ", "{}: {}", ((label, n) for label, n in shown if n)) or "-"
 
+    @admin.display(description="needs a decision", ordering="decisions_needed")
+    def needs_decision(self, obj: Blast) -> str:
+        n = getattr(obj, "decisions_needed", None)
+        if n is None:
+            n = _needs_decision(Delivery.objects.filter(blast_id=obj.pk)).count()
+        if not n:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>', deliveries_needing_decision_url(obj.pk), _plural(n, "recipient")
+        )
+
+    # --- Actions: state changes go through the services -----------------------------------
+
     def has_send_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return request.user.has_perm("messaging.send_blast")
 
-    def _report(self, request, verb: str, done: int, total: int) -> None:  # type: ignore[no-untyped-def]
-        text = f"{verb} {done} of {total} selected blast{'s' if total != 1 else ''}."
+    def _report(self, request, verb: str, done: int, total: int, extra: str = "") -> None:  # type: ignore[no-untyped-def]
+        text = f"{verb} {done} of {total} selected blast{'s' if total != 1 else ''}.{extra}"
         if done < total:
             text += f" The other {total - done} could not be {verb.lower()} in their state."
         self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
@@ -67,17 +198,98 @@ class BlastAdmin(admin.ModelAdmin):
         description="Cancel selected blasts (what is left is not sent)", permissions=["send"]
     )
     def cancel(self, request, queryset):  # type: ignore[no-untyped-def]
-        ids = list(queryset.values_list("pk", flat=True))
-        done = sum(
-            blast_cancel(blast_id=pk, reason=f"Cancelled by {request.user}") is not None
-            for pk in ids
-        )
-        self._report(request, "Cancelled", done, len(ids))
+        """First a page saying what would not be sent; only its confirm button cancels."""
+        blasts = list(queryset.order_by("pk"))
+        if request.POST.get("confirm"):
+            done = not_texted = 0
+            for blast in blasts:
+                cancelled = blast_cancel(blast_id=blast.pk, reason=f"Cancelled by {request.user}")
+                if cancelled is not None:
+                    done += 1
+                    not_texted += cancelled
+            extra = f" {_plural(not_texted, 'recipient')} will not be texted." if done else ""
+            self._report(request, "Cancelled", done, len(blasts), extra)
+            return None
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
-        # A blast is created by the blast service (compose page, send_blast), which
-        # also builds its recipient rows; a bare row from this form would have none.
-        return False
+        to_cancel = [blast for blast in blasts if not blast.is_final]
+        if not to_cancel:
+            self.message_user(
+                request,
+                f"Nothing to cancel: the {_plural(len(blasts), 'selected blast')} "
+                "already finished.",
+                messages.WARNING,
+            )
+            return None
+        waiting = dict(
+            Delivery.objects.filter(blast_id__in=[b.pk for b in to_cancel], status=S.PENDING)
+            .order_by()
+            .values_list("blast_id")
+            .annotate(n=Count("pk"))
+        )
+        rows = [(blast, waiting.get(blast.pk, 0)) for blast in to_cancel]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cancel these blasts?",
+            "subtitle": None,
+            "opts": self.opts,
+            "rows": rows,
+            "not_texted": sum(n for _, n in rows),
+            "finished": [blast for blast in blasts if blast.is_final],
+            "selected": blasts,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.cancel_confirmation_template, context)
+
+    # --- Deleting: finished blasts only ---------------------------------------------------
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        if obj is not None and not obj.is_final:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def _not_finished_text(self, unfinished: list[Blast]) -> str:
+        names = ", ".join(f"{blast} ({blast.get_status_display().lower()})" for blast in unfinished)
+        return (
+            f"{names} {'is' if len(unfinished) == 1 else 'are'} not finished. Cancel first, "
+            "or wait until the sending is over; only finished blasts can be deleted."
+        )
+
+    def delete_view(self, request, object_id, extra_context=None):  # type: ignore[no-untyped-def]
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None and not obj.is_final and super().has_delete_permission(request, obj):
+            self.message_user(
+                request, f"Not deleted: {self._not_finished_text([obj])}", messages.ERROR
+            )
+            return HttpResponseRedirect(
+                reverse(
+                    "admin:messaging_blast_change", args=[obj.pk], current_app=self.admin_site.name
+                )
+            )
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected blasts (finished ones only)", permissions=["delete"])
+    def delete_selected(self, request, queryset):  # type: ignore[no-untyped-def]
+        """Django's delete, with its confirmation page; refused whole if any is not finished."""
+        unfinished = list(queryset.exclude(status__in=Blast.FINAL_STATUSES).order_by("pk"))
+        if unfinished:
+            self.message_user(
+                request,
+                f"Nothing was deleted: {self._not_finished_text(unfinished)}",
+                messages.ERROR,
+            )
+            return None
+        return django_delete_selected(self, request, queryset)
+
+    def delete_model(self, request, obj) -> None:  # type: ignore[no-untyped-def]
+        if obj.is_final:
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        # Final is final: a blast finished when checked is still finished now.
+        pks = list(queryset.values_list("pk", flat=True))
+        Blast.objects.filter(pk__in=pks, status__in=Blast.FINAL_STATUSES).delete()
 
 
 @admin.register(Delivery)
@@ -87,21 +299,63 @@ class DeliveryAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
         "full_name",
         "blast",
         "status",
+        "attention",
         "skip_reason",
         "error_code",
         "twilio_sid",
         "sent_at",
     )
-    list_filter = ("status", "skip_reason", "error_code")
+    list_filter = (NeedsDecisionFilter, "status", "skip_reason", "error_code")
     list_select_related = ("blast",)
     search_fields = ("=phone", "=twilio_sid", "last_name")
     raw_id_fields = ("blast", "event")
     readonly_fields = [f.name for f in Delivery._meta.fields]
-    actions = ["export_csv"]
+    actions = ["export_csv", "send_again", "mark_sent"]
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         # Rows come from creating a blast, never by hand.
         return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        # Rows change only through the engine and the decision actions; a save from the
+        # form would write back every column as read, over what a worker wrote meanwhile.
+        return False
+
+    def has_send_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return request.user.has_perm("messaging.send_blast")
+
+    def _report(self, request, done: int, total: int, what: str) -> None:  # type: ignore[no-untyped-def]
+        text = f"{done} of {_plural(total, 'selected row')} {what}."
+        if done < total:
+            text += (
+                f" The other {total - done} {'was' if total - done == 1 else 'were'} not "
+                "waiting for a decision (outcome not unknown, or already settled) and "
+                "stayed as they were."
+            )
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+
+    @admin.action(
+        description="Send again (rows needing a decision: text them once more)",
+        permissions=["send"],
+    )
+    def send_again(self, request, queryset):  # type: ignore[no-untyped-def]
+        ids = list(queryset.values_list("pk", flat=True))
+        done = delivery_send_again(delivery_ids=ids, user=request.user)
+        self._report(
+            request,
+            done,
+            len(ids),
+            "will be sent again (rows of a cancelled blast were cancelled instead)",
+        )
+
+    @admin.action(
+        description="Mark as sent (rows needing a decision: count them as texted)",
+        permissions=["send"],
+    )
+    def mark_sent(self, request, queryset):  # type: ignore[no-untyped-def]
+        ids = list(queryset.values_list("pk", flat=True))
+        done = delivery_mark_sent(delivery_ids=ids, user=request.user)
+        self._report(request, done, len(ids), "marked as sent")
 
 
 @admin.register(OutboxMessage)
