@@ -2,9 +2,11 @@
 
 The real ``twilio`` client is pointed at it (``client.api.base_url =
 fake.base_url``) so tests exercise the same request encoding, response parsing
-and exception building as production. Nothing here imports Django: benchmarks
-and out-of-process end-to-end runs import or execute this module directly
-(``python -m messaging.tests.fake_twilio --port 0 --latency-ms 150``).
+and exception building as production. Listing behaves like Twilio's: newest
+first, ``PageSize`` (default 50, at most 1000) and ``next_page_uri`` paging,
+and ``date_sent`` left empty while a message is still queued. Nothing here
+imports Django: benchmarks and out-of-process end-to-end runs import or execute
+this module directly (``python -m messaging.tests.fake_twilio --port 0 --latency-ms 150``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,45 @@ _DEFAULT_MESSAGES: dict[int, str] = {
     21617: "The concatenated message body exceeds the 1600 character limit.",
 }
 
+# Statuses in which Twilio has not handed the message to a carrier yet: date_sent is
+# empty, so a DateSent filter leaves such a message out.
+_NOT_SENT_YET = frozenset({"accepted", "scheduled", "queued"})
+
+# Twilio's Smart Encoding (a Messaging Service setting): Unicode look-alikes are replaced
+# by GSM characters before the message is stored, so the stored body differs from the
+# posted one. A representative part of Twilio's table.
+_SMART_ENCODING = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2033": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u2002": " ",
+        "\u2003": " ",
+        "\u2009": " ",
+        "\u202f": " ",
+        "\u200b": "",
+        "\u00ad": "",
+    }
+)
+
 # GSM 03.38: segment counts decide cost, and code under test may log/assert them.
 _GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -105,6 +146,12 @@ class Reply:
     decides whether Twilio "really" accepted the message regardless of what the
     client is told; by default only normal answers store it.
     ``only_to`` makes the reply wait for a create to that recipient.
+
+    The same replies script list requests (GET Messages.json) through
+    ``script_list``: ``status``, ``code``, ``message``, ``delay`` and ``drop``
+    apply, ``only_to`` matches the ``To`` filter, and ``hold`` makes the fake
+    compute the page when the request arrives but send it only once the event
+    is set: an answer that was true when asked and arrives late.
     """
 
     status: int = 201
@@ -115,6 +162,7 @@ class Reply:
     drop: bool = False
     only_to: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    hold: threading.Event | None = None
 
     @property
     def is_normal(self) -> bool:
@@ -128,7 +176,8 @@ class Reply:
 @dataclass
 class _Stored:
     seq: int
-    sent_at: datetime
+    created_at: datetime
+    sent_at: datetime | None  # None while Twilio has not sent it (queued)
     resource: dict[str, Any]
     params: dict[str, str | list[str]]
 
@@ -213,8 +262,10 @@ def _parse_date_filter(raw: str) -> _DateBound:
         raise _error(400, 20001, f"Invalid DateSent value: {raw}") from None
 
 
-def _matches_bound(sent_at: datetime, bound: _DateBound, op: str) -> bool:
+def _matches_bound(sent_at: datetime | None, bound: _DateBound, op: str) -> bool:
     # Both filter directions are inclusive ("on and after" / "on and before").
+    if sent_at is None:
+        return False  # not sent yet: no DateSent to compare
     if bound[0] == "date":
         left, right = sent_at.date(), bound[1]
         if op == ">":
@@ -330,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _error(404, 20404, f"The requested resource {split.path} was not found")
             if match["sid"] is None:
                 if method == "GET":
-                    self._send_json(200, fake._list_page(query))
+                    self._list(query)
                 elif method == "POST":
                     self._create(body)
                 else:
@@ -383,6 +434,27 @@ class _Handler(BaseHTTPRequestHandler):
         err.headers = reply.headers
         raise err
 
+    def _list(self, query: Mapping[str, str]) -> None:
+        fake = self.server.fake
+        reply = fake._next_list_reply(query.get("To"))
+        if reply is not None and reply.delay > 0 and not fake._sleep(reply.delay):
+            self._drop()
+            return
+        if reply is not None and reply.drop:
+            self._drop()
+            return
+        if reply is not None and not reply.is_normal:
+            err = _error(reply.status, reply.code, reply.message)
+            err.headers = reply.headers
+            raise err
+        page = fake._list_page(query)
+        if reply is not None and reply.hold is not None:
+            while not reply.hold.wait(0.05):
+                if fake._stopping.is_set():
+                    self._drop()
+                    return
+        self._send_json(200, page)
+
     def _control(self, method: str, path: str) -> None:
         fake = self.server.fake
         if method == "GET" and path == "/_fake/stats":
@@ -433,6 +505,8 @@ class FakeTwilio:
         #: Seconds slept at the start of every API request (not /_fake/*).
         self.latency = latency
         self._initial_latency = latency
+        #: Rewrite posted bodies like a Messaging Service with Smart Encoding on.
+        self.smart_encoding = False
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -508,6 +582,11 @@ class FakeTwilio:
         with self._lock:
             self._script.extend(responses)
 
+    def script_list(self, *responses: Reply) -> None:
+        """Queue one-shot behaviours for the next list requests, in FIFO order."""
+        with self._lock:
+            self._list_script.extend(responses)
+
     @property
     def pending_script(self) -> int:
         """Scripted replies not consumed yet (assert 0 to prove all were hit)."""
@@ -524,16 +603,26 @@ class FakeTwilio:
         status: str = "delivered",
         messaging_service_sid: str | None = None,
         sid: str | None = None,
+        date_created: datetime | date | None = None,
     ) -> dict[str, Any]:
-        """Pre-seed a message as if Twilio already had it (e.g. for reconciliation)."""
+        """Pre-seed a message as if Twilio already had it (e.g. for reconciliation).
+
+        ``date_created`` defaults to ``date_sent``, both to now; a message in a
+        status Twilio has not sent yet (queued, accepted, scheduled) has no
+        ``date_sent`` whatever is passed.
+        """
         params: dict[str, str | list[str]] = {"To": to, "Body": body}
         if from_ is not None:
             params["From"] = from_
         if messaging_service_sid is not None:
             params["MessagingServiceSid"] = messaging_service_sid
-        sent_at = _utc_now() if date_sent is None else _as_utc(date_sent)
+        created = date_created if date_created is not None else date_sent
+        created_at = _utc_now() if created is None else _as_utc(created)
+        sent_at = created_at if date_sent is None else _as_utc(date_sent)
         with self._lock:
-            stored = self._store_locked(params, sent_at=sent_at, status=status, sid=sid)
+            stored = self._store_locked(
+                params, created_at=created_at, sent_at=sent_at, status=status, sid=sid
+            )
             return copy.deepcopy(stored.resource)
 
     def reset(self) -> None:
@@ -541,6 +630,7 @@ class FakeTwilio:
         with self._lock:
             self._reset_state()
             self.latency = self._initial_latency
+            self.smart_encoding = False
 
     # -- introspection ---------------------------------------------------
 
@@ -572,6 +662,17 @@ class FakeTwilio:
             return list(self._create_times)
 
     @property
+    def list_requests(self) -> int:
+        """GETs of the message list (each page is one), whatever their outcome."""
+        with self._lock:
+            return self._list_requests
+
+    def wait_for_list_requests(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``count`` list requests arrived; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._list_requests >= count, timeout)
+
+    @property
     def max_concurrent(self) -> int:
         """Most creates in progress at once (latency and delays included)."""
         with self._lock:
@@ -592,6 +693,7 @@ class FakeTwilio:
             return {
                 "stored": len(self._messages),
                 "create_attempts": self._create_attempts,
+                "list_requests": self._list_requests,
                 "max_concurrent": self._max_in_flight,
                 "in_flight": self._in_flight,
                 "per_to": dict(self._per_to),
@@ -605,6 +707,8 @@ class FakeTwilio:
         self._per_to: Counter[str] = Counter()
         self._failures: dict[str, _ApiError] = {}
         self._script: deque[Reply] = deque()
+        self._list_script: deque[Reply] = deque()
+        self._list_requests = 0
         self._seq = 0
         self._create_attempts = 0
         self._create_times: list[float] = []
@@ -643,6 +747,16 @@ class FakeTwilio:
                     return reply
         return None
 
+    def _next_list_reply(self, to: str | None) -> Reply | None:
+        with self._lock:
+            self._list_requests += 1
+            self._changed.notify_all()
+            for index, reply in enumerate(self._list_script):
+                if reply.only_to is None or reply.only_to == to:
+                    del self._list_script[index]
+                    return reply
+        return None
+
     def _accept(self, params: dict[str, str | list[str]]) -> dict[str, Any]:
         """Validate like Twilio, store, and return the resource; raises _ApiError."""
         to = _text(params, "To")
@@ -662,15 +776,19 @@ class FakeTwilio:
             raise _error(400, 21211, to=to)
         if len(_text(params, "Body")) > MAX_BODY_CHARS:
             raise _error(400, 21617)
+        if self.smart_encoding and isinstance(params.get("Body"), str):
+            params = {**params, "Body": str(params["Body"]).translate(_SMART_ENCODING)}
+        now = _utc_now()
         with self._lock:
-            stored = self._store_locked(params, sent_at=_utc_now(), status=None, sid=None)
+            stored = self._store_locked(params, created_at=now, sent_at=now, status=None, sid=None)
             return copy.deepcopy(stored.resource)
 
     def _store_locked(
         self,
         params: dict[str, str | list[str]],
         *,
-        sent_at: datetime,
+        created_at: datetime,
+        sent_at: datetime | None,
         status: str | None,
         sid: str | None,
     ) -> _Stored:
@@ -682,16 +800,19 @@ class FakeTwilio:
             # A Messaging Service defers sender selection, which Twilio reports
             # as "accepted" rather than "queued".
             status = "accepted" if service_sid else "queued"
-        stamp = _rfc2822(sent_at)
+        if status in _NOT_SENT_YET:
+            sent_at = None
+        created_stamp = _rfc2822(created_at)
+        sent_stamp = _rfc2822(sent_at) if sent_at is not None else None
         message_uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}"
         body = _text(params, "Body")
         resource: dict[str, Any] = {
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
             "body": body,
-            "date_created": stamp,
-            "date_sent": stamp,
-            "date_updated": stamp,
+            "date_created": created_stamp,
+            "date_sent": sent_stamp,
+            "date_updated": sent_stamp or created_stamp,
             "direction": "outbound-api",
             "error_code": None,
             "error_message": None,
@@ -711,7 +832,7 @@ class FakeTwilio:
             "uri": f"{message_uri}.json",
         }
         self._seq += 1
-        stored = _Stored(self._seq, sent_at, resource, dict(params))
+        stored = _Stored(self._seq, created_at, sent_at, resource, dict(params))
         self._messages.append(stored)
         self._by_sid[sid] = stored
         self._per_to[resource["to"]] += 1
@@ -761,8 +882,9 @@ class FakeTwilio:
             and (not from_ or item.resource["from"] == from_)
             and all(_matches_bound(item.sent_at, bound, op) for bound, op in bounds)
         ]
-        # Newest first like Twilio; seq breaks ties within the same second.
-        matching.sort(key=lambda item: (item.sent_at, item.seq), reverse=True)
+        # Newest first like Twilio (by DateSent; a message not sent yet counts from its
+        # creation); seq breaks ties within the same second.
+        matching.sort(key=lambda item: (item.sent_at or item.created_at, item.seq), reverse=True)
 
         # Tokens anchor on a SID rather than an offset so pages stay stable
         # while new messages are being created during a listing.

@@ -225,11 +225,12 @@ def test_delay_triggers_client_timeout(fake: FakeTwilio) -> None:
 
 def test_list_filters_across_pages(fake: FakeTwilio, client: Client) -> None:
     target = "+15551230001"
-    expected = [send(client, to=target).sid for _ in range(7)]
+    # Delivered ones: a queued message has no DateSent yet (see the next test).
+    expected = [fake.add_message(to=target, from_=SENDER)["sid"] for _ in range(7)]
     for _ in range(3):
-        send(client, to="+15551230002")
+        fake.add_message(to="+15551230002", from_=SENDER)
     for _ in range(2):
-        send(client, to=target, from_=OTHER_SENDER)
+        fake.add_message(to=target, from_=OTHER_SENDER)
     fake.add_message(
         to=target, from_=SENDER, body="last week", date_sent=datetime.now(UTC) - timedelta(days=7)
     )
@@ -249,6 +250,81 @@ def test_list_filters_across_pages(fake: FakeTwilio, client: Client) -> None:
     assert first.next_page_url is not None
     assert "DateSent%3E=" in first.next_page_url
     assert first.previous_page_url is None
+
+
+def test_queued_message_has_no_date_sent_and_date_filters_leave_it_out(
+    fake: FakeTwilio, client: Client
+) -> None:
+    target = "+15551230001"
+    queued = send(client, to=target)
+    assert queued.status == "queued" and queued.date_sent is None
+    assert queued.date_created is not None
+    since = datetime.now(UTC) - timedelta(days=1)
+
+    assert client.messages.list(to=target, date_sent_after=since) == []
+    assert [m.sid for m in client.messages.list(to=target)] == [queued.sid]
+
+
+def test_list_pages_newest_first_through_next_page_uri(fake: FakeTwilio, client: Client) -> None:
+    target = "+15551230001"
+    now = datetime.now(UTC)
+    sids = [
+        fake.add_message(to=target, body=f"n{i}", date_sent=now - timedelta(minutes=i))["sid"]
+        for i in range(7)
+    ]
+    first = client.messages.page(to=target, page_size=3)
+    assert [m.sid for m in first] == sids[:3]  # newest first
+    assert first.next_page_url is not None and "PageSize=3" in first.next_page_url
+    second = first.next_page()
+    third = second.next_page()
+    assert [m.sid for m in second] == sids[3:6]
+    assert [m.sid for m in third] == sids[6:]
+    assert third.next_page_url is None
+    assert fake.list_requests == 3
+    # Without PageSize, Twilio's default of 50 applies.
+    for i in range(60):
+        fake.add_message(to=target, date_sent=now - timedelta(days=1, minutes=i))
+    assert len(list(client.messages.page(to=target))) == 50
+
+
+def test_seeded_date_created_and_date_sent_differ(fake: FakeTwilio, client: Client) -> None:
+    created = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    sent = datetime(2024, 3, 1, 12, 5, tzinfo=UTC)
+    fake.add_message(to="+15551230001", date_created=created, date_sent=sent)
+    [message] = client.messages.list(to="+15551230001")
+    assert (message.date_created, message.date_sent) == (created, sent)
+    fake.add_message(to="+15551230002", status="queued", date_sent=sent)
+    [queued] = client.messages.list(to="+15551230002")
+    assert (queued.date_created, queued.date_sent) == (sent, None)
+
+
+def test_scripted_list_replies(fake: FakeTwilio, client: Client) -> None:
+    sid = send(client, to="+15551230001").sid
+    hold = threading.Event()
+    fake.script_list(Reply(status=500), Reply(hold=hold))
+
+    with pytest.raises(TwilioException):
+        client.messages.list(to="+15551230001")
+
+    answers: list[list[str]] = []
+    reader = threading.Thread(
+        target=lambda: answers.append([m.sid for m in client.messages.list(to="+15551230001")])
+    )
+    reader.start()
+    assert fake.wait_for_list_requests(2)
+    send(client, to="+15551230001")  # arrives after the held page was computed
+    time.sleep(0.1)
+    assert answers == []  # still held
+    hold.set()
+    reader.join(timeout=5)
+    assert answers == [[sid]]
+    assert fake.list_requests == 2
+
+
+def test_smart_encoding_rewrites_look_alikes(fake: FakeTwilio, client: Client) -> None:
+    fake.smart_encoding = True
+    send(client, body="\u201cDon\u2019t\u201d \u2013 bring\u00a0food\u2026")
+    assert fake.messages[-1]["body"] == '"Don\'t" - bring food...'
 
 
 def test_list_date_sent_before_and_day_granularity(fake: FakeTwilio, client: Client) -> None:
