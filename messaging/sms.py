@@ -1,6 +1,7 @@
 """The one way out to Twilio: every API call of the product goes through this module.
 
-Two backends answer the same two questions, "send this" and "did this go out?":
+Two backends answer the same two questions, "send this" and "which messages went
+to this number around then?" (reconciliation decides from the answer):
 ``TwilioBackend`` (the real ``twilio`` client; ``TWILIO_API_BASE_URL`` points it at
 another server, such as a local fake) and ``ConsoleBackend`` (the embedded default:
 records each message in the admin's outbox and sends nothing).
@@ -36,6 +37,17 @@ from messaging.twilio_errors import ErrorClass, classify, describe
 
 logger = logging.getLogger(__name__)
 
+# Messages per list request when looking a number up. Twilio allows up to 1000; most
+# look-ups need one page, a staff phone that gets every blast may need a few.
+LIST_PAGE_SIZE = 200
+# A number with more messages than this between now and an attempt is not read to the
+# end: the look-up gives up rather than answer from part of the window.
+LIST_MAX_MESSAGES = 10_000
+# Twilio lists newest first by DateSent. A message created this long before the window
+# cannot have been sent after it starts (Twilio drops queued messages far sooner), so
+# reading can stop there even when date_sent is empty.
+_LIST_STOP_MARGIN = timedelta(days=1)
+
 
 class Outcome(enum.StrEnum):
     SENT = "sent"  # accepted, has a SID
@@ -57,8 +69,16 @@ class SendResult:
 
 @dataclass(frozen=True)
 class FoundMessage:
+    """One message in Twilio's records (or the console outbox) from our sender."""
+
     sid: str
     status: str
+    body: str = ""
+    date_created: datetime | None = None
+
+
+class LookupIncomplete(Exception):
+    """The list could not be read back to the start of the window: never "not found"."""
 
 
 class SmsBackend(Protocol):
@@ -67,7 +87,21 @@ class SmsBackend(Protocol):
 
     def send(self, *, to: str, body: str, status_callback: str | None) -> SendResult: ...
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> FoundMessage | None: ...
+    def find_messages(self, *, to: str, since: datetime, until: datetime) -> list[FoundMessage]:
+        """Every message from our sender to ``to`` created between ``since`` and ``until``.
+
+        The answer is complete or not given: any failure to read the whole window
+        raises (LookupIncomplete, or the transport's exception), so an empty list
+        always means "there is none".
+        """
+        ...
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # The client parses RFC 2822 dates; be explicit that they are UTC either way.
+    if moment is not None and timezone.is_naive(moment):
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 _OUTCOME_BY_CLASS = {
@@ -164,27 +198,43 @@ class TwilioBackend:
             )
         return SendResult(outcome=Outcome.SENT, sid=message.sid or "", status=message.status or "")
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> FoundMessage | None:
+    def find_messages(self, *, to: str, since: datetime, until: datetime) -> list[FoundMessage]:
         # No DateSent filter: Twilio leaves date_sent empty while a message is queued,
-        # and a queued message is exactly the one we must not send twice. A recipient
-        # gets few messages, so the newest page addressed to them is enough.
-        params: dict[str, object] = {"to": to, "limit": 50, "page_size": 50}
-        if self.from_number and not self.messaging_service_sid:
+        # and a queued message is exactly the one we must not send twice. Messages
+        # come newest first, so newer ones (later blasts to a staff phone) are paged
+        # past until the window is reached.
+        params: dict[str, object] = {"to": to, "page_size": LIST_PAGE_SIZE}
+        if not self.messaging_service_sid:
             params["from_"] = self.from_number
-        earliest = since - timedelta(minutes=2)  # allow for clock skew between hosts
-        for message in self._client().messages.list(**params):  # type: ignore[arg-type]
-            if self.messaging_service_sid and (
-                message.messaging_service_sid != self.messaging_service_sid
+        found: list[FoundMessage] = []
+        listing = self._client().messages.stream(**params)  # type: ignore[arg-type]
+        for seen, message in enumerate(listing, start=1):
+            created, sent = _aware(message.date_created), _aware(message.date_sent)
+            # Sorted by DateSent: once one was sent before the window, every later one
+            # was too (and created earlier still).
+            if (sent is not None and sent < since) or (
+                created is not None and created < since - _LIST_STOP_MARGIN
             ):
+                return found
+            if seen > LIST_MAX_MESSAGES:
+                raise LookupIncomplete(
+                    f"more than {LIST_MAX_MESSAGES:,} messages to this number since the attempt"
+                )
+            if self.messaging_service_sid:
+                if message.messaging_service_sid != self.messaging_service_sid:
+                    continue
+            elif message.from_ != self.from_number:
                 continue
-            created = message.date_created
-            if created is not None and timezone.is_naive(created):
-                created = created.replace(tzinfo=UTC)
-            if created is not None and created < earliest:
-                continue
-            if (message.body or "") == body:
-                return FoundMessage(sid=message.sid or "", status=message.status or "")
-        return None
+            if created is None or since <= created <= until:
+                found.append(
+                    FoundMessage(
+                        sid=message.sid or "",
+                        status=message.status or "",
+                        body=message.body or "",
+                        date_created=created,
+                    )
+                )
+        return found
 
 
 # Twilio's test credentials answer these numbers with these errors; the console backend
@@ -223,17 +273,16 @@ class ConsoleBackend:
         )
         return SendResult(outcome=Outcome.SENT, sid=sid, status="queued")
 
-    def find_sent(self, *, to: str, body: str, since: datetime) -> FoundMessage | None:
+    def find_messages(self, *, to: str, since: datetime, until: datetime) -> list[FoundMessage]:
         from messaging.models import OutboxMessage
 
-        found = (
-            OutboxMessage.objects.filter(
-                to=to, body=body, created_at__gte=since - timedelta(minutes=2)
-            )
-            .order_by("-created_at")
-            .first()
-        )
-        return FoundMessage(sid=found.sid, status="sent") if found else None
+        rows = OutboxMessage.objects.filter(
+            to=to, from_number=self.sender, created_at__gte=since, created_at__lte=until
+        ).order_by("-created_at", "-id")
+        return [
+            FoundMessage(sid=row.sid, status="sent", body=row.body, date_created=row.created_at)
+            for row in rows
+        ]
 
 
 @lru_cache(maxsize=1)
