@@ -66,6 +66,7 @@ RETRY_MAX_SECONDS = 60.0
 REFUSALS_DEFERRED = 2
 REFUSALS_FAILED = 3
 REFUSAL_DEFER_SECONDS = 60.0
+NO_ANSWER_MAX_WAIT = 10.0
 
 
 def delivery_claim(*, blast_id: int, limit: int) -> tuple[uuid.UUID, list[Delivery]]:
@@ -139,7 +140,9 @@ class _Watch:
                     "recovers; messages whose outcome is unknown are checked against "
                     "Twilio's records before any is sent again.",
                 )
-            return retry_delay(self.no_answer)
+            # Short waits: the point is to stop hammering and pause within a minute or
+            # so, not to wait the outage out inside this pass.
+            return min(NO_ANSWER_MAX_WAIT, retry_delay(self.no_answer))
         self.no_answer = 0
         if outcome is Outcome.RETRY:  # 429: Twilio answered, and wants fewer requests
             self.throttled += 1
@@ -507,6 +510,11 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
             continue
         if not in_flight.acquire(timeout=0.2):
             drain()
+            continue
+        # The answer that freed this place may be the one that stops or slows the pass.
+        drain()
+        if p.stop_reason or time.monotonic() < p.backoff_until:
+            in_flight.release()
             continue
         if p.limiter.rate > 0:
             slot = p.limiter.reserve()

@@ -10,8 +10,9 @@ from messaging.tests.conftest import make_members
 URL = reverse("admin:messaging_blast_changelist")
 
 
-def act(client, action, blast):
-    return client.post(URL, {"action": action, "_selected_action": [blast.pk]}, follow=True)
+def act(client, action, blast, **extra):
+    data = {"action": action, "_selected_action": [blast.pk], **extra}
+    return client.post(URL, data, follow=True)
 
 
 @pytest.mark.django_db
@@ -28,7 +29,7 @@ def test_manager_pauses_resumes_and_cancels_from_the_blast_list(manager_client):
     blast.refresh_from_db()
     assert blast.status == Blast.Status.QUEUED
 
-    response = act(manager_client, "cancel", blast)
+    response = act(manager_client, "cancel", blast, confirm="yes")
     assert "Cancelled 1 of 1" in response.content.decode()
     blast.refresh_from_db()
     assert blast.status == Blast.Status.CANCELLED
