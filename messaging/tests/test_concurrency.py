@@ -147,9 +147,7 @@ def test_rate_holds_at_the_network_across_workers_whatever_the_latencies(fake_tw
     settings.SMS_CHUNK_SIZE = 10
     make_members(70)
     blast = blast_create(body="Hello", community=True)
-    fake_twilio.script(
-        *(Reply(delay=1.5, only_to=phone(i)) for i in range(70) if i % 10 in (0, 1))
-    )
+    fake_twilio.script(*(Reply(delay=1.5, only_to=phone(i)) for i in range(70) if i % 10 in (0, 1)))
 
     run_threads(lambda _: blast_process(blast_id=blast.pk, time_budget=60), 2)
     finish(blast)

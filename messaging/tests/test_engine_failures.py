@@ -305,7 +305,9 @@ def queued_send_tasks(blast_id: int) -> int:
 
 
 @pytest.mark.django_db
-def test_a_blast_waiting_behind_busy_workers_keeps_one_send_task(django_capture_on_commit_callbacks):
+def test_a_blast_waiting_behind_busy_workers_keeps_one_send_task(
+    django_capture_on_commit_callbacks,
+):
     make_members(3)
     with celery_app.connection_for_write() as conn, conn.channel() as channel:
         channel.queue_purge("celery")
