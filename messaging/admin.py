@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponseRedirect
@@ -320,6 +321,16 @@ class DeliveryAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
         # Rows change only through the engine and the decision actions; a save from the
         # form would write back every column as read, over what a worker wrote meanwhile.
         return False
+
+    # A row is the record of who was texted: it goes only with its finished blast (whose
+    # delete page still counts it), never on its own.
+    def delete_view(self, request, object_id, extra_context=None):  # type: ignore[no-untyped-def]
+        raise PermissionDenied
+
+    def get_actions(self, request):  # type: ignore[no-untyped-def]
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
     def has_send_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return request.user.has_perm("messaging.send_blast")

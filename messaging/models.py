@@ -12,11 +12,16 @@ class Blast(models.Model):
 
     State machine::
 
+        preparing --(every recipient row written)--> queued | scheduled
+        preparing --(creation failed, or the sweeper found it abandoned)--> (removed)
         scheduled --(due)--> queued
-        queued --(a worker starts)--> sending
-        sending --(no row left pending/sending)--> sent | partially_failed | failed
-        queued | sending --(pause, or auto-pause on sender error / canary)--> paused
+        queued --(a worker takes the current send task)--> sending
+        sending --(no row left pending, in flight or unknown)--> sent | partially_failed | failed
+        queued | sending --(paused by staff, or by the engine: the sender or account was
+            refused, the canary failed, Twilio stopped answering, a run of one
+            error code)--> paused
         paused --(resume)--> queued
+        paused --(its last sends finished and nothing is left)--> sent | partially_failed | failed
         scheduled | queued | sending | paused --(cancel)--> cancelled
 
     sent: every addressed row was accepted by Twilio; failed: none was;
@@ -143,18 +148,28 @@ class Delivery(models.Model):
     State machine::
 
         pending --(claimed by a worker, before any API call)--> sending
-        sending --(Twilio answered 201)--> sent --(status callback)--> delivered | failed
-        sending --(Twilio answered an error for this recipient)--> failed
-        sending --(429 / connection refused: certainly not sent)--> pending (retry later)
-        sending --(5xx, timeout, or claim went stale)--> unknown
-        unknown --(status callback or found in Twilio's message list)--> sent/delivered
-        unknown --(not in Twilio's list after SMS_RECONCILE_AFTER_MINUTES)--> pending
-        pending --(opted out since compose)--> skipped
+        sending --(re-checked in the UPDATE right before its call: opted out or
+            suppressed since compose)--> skipped
+        sending --(Twilio answered 201)--> sent
+        sending --(Twilio refused it for this recipient or its text)--> failed
+        sending --(429 or connection refused: certainly not created)--> pending, after a backoff
+        sending --(the sender or account was refused: the 1st time the blast pauses, the
+            2nd time the row waits behind the rest)--> pending
+        sending --(refused so a 3rd time while others went out)--> failed
+        sending --(claimed but never sent: the pass ended or the blast stopped)--> pending
+        sending --(5xx, timeout, dropped connection, or the claim went stale)--> unknown
+        unknown --(found in Twilio's records for this attempt's time window)--> sent
+        unknown --(not in Twilio's records for that window)--> pending
+        unknown --(Twilio's records are ambiguous, or it stayed unknown for
+            SMS_UNKNOWN_ESCALATE_HOURS)--> unknown with ``attention`` set, until staff
+            send it again (--> pending) or mark it sent (--> sent)
         pending --(blast cancelled)--> cancelled
+        (every "--> pending" above writes cancelled instead once the blast is cancelled)
         (created as skipped when unsubscribed or suppressed at compose time)
 
     A row leaves 'pending' only through a conditional UPDATE that checks its status,
-    so no two workers ever send the same row.
+    so no two workers ever send the same row; an unknown row is never sent again until
+    Twilio's records say it did not go out, or staff decide.
     """
 
     class Status(models.TextChoices):

@@ -342,3 +342,16 @@ def test_delivery_rows_cannot_be_edited_by_form(admin_client):
     assert admin_client.get(url).status_code == 200
     assert admin_client.post(url, {"status": S.PENDING, "_save": "Save"}).status_code == 403
     assert Delivery.objects.get(pk=pk).status == S.UNKNOWN
+
+
+def test_no_one_deletes_a_single_delivery_row(admin_client):
+    # A row is the record of who was texted; it goes only with its finished blast.
+    blast = make_blast(2, status=B.SENT, rows=S.SENT)
+    row = Delivery.objects.filter(blast=blast).first()
+    url = reverse("admin:messaging_delivery_delete", args=[row.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    response = admin_client.post(
+        DELIVERIES, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+    )
+    assert response.status_code in (200, 302)
+    assert Delivery.objects.filter(pk=row.pk).exists()
