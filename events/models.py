@@ -1,5 +1,6 @@
 from django.db import models
 
+from members.models import Consent
 from smsadmin.phones import PhoneNumberField
 
 
@@ -21,8 +22,8 @@ class Event(models.Model):
         return f"{self.name} ({self.starts_at:%Y-%m-%d})"
 
 
-class Registration(models.Model):
-    """One person signed up for one event."""
+class Registration(Consent):
+    """One person signed up for one event; consent fields as on Member (see ``Consent``)."""
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="registrations")
     first_name = models.CharField(max_length=100, blank=True)
@@ -30,7 +31,8 @@ class Registration(models.Model):
     phone = PhoneNumberField()
     created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
+    class Meta(Consent.Meta):
+        abstract = False
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(

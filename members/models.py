@@ -9,7 +9,66 @@ from django.dispatch import receiver
 from smsadmin.phones import PhoneNumberField
 
 
-class Member(models.Model):
+class ConsentSource(models.TextChoices):
+    IMPORT = "import", "Imported from a file"
+    KEYWORD = "keyword", "Texted a keyword (JOIN)"
+    STAFF = "staff", "Entered by staff"
+    FORM = "form", "Sign-up form"
+
+
+class Consent(models.Model):
+    """How and when a contact agreed to be texted. Shared by Member and Registration.
+
+    Set it when creating the contact, e.g. for the JOIN keyword::
+
+        Member.objects.create(
+            phone=phone,
+            consent_source=ConsentSource.KEYWORD,
+            consent_at=received_at,
+            consent_evidence=f"JOIN {message_sid}",
+        )
+
+    ``consent_source``: ``import`` (evidence: the file name and who imported it;
+    ``consent_by`` that user), ``keyword`` (the keyword and the inbound message SID),
+    ``staff`` (``consent_by``: who entered it; evidence what they were told), ``form``
+    (which form). Empty for contacts that predate consent records. The admin, the
+    importer and the JOIN keyword fill it; an update never overwrites an existing one.
+    """
+
+    consent_source = models.CharField(
+        "consent", max_length=16, choices=ConsentSource.choices, blank=True
+    )
+    consent_at = models.DateTimeField("consent given", null=True, blank=True)
+    consent_evidence = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="What shows it: file and importer, keyword and message SID, form, ...",
+    )
+    consent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="consent recorded by",
+        help_text="The staff member who entered or imported the contact.",
+    )
+
+    class Meta:
+        abstract = True
+
+    def consent_text(self) -> str:
+        """``"Imported from a file, 2026-01-02: members.csv imported by ana"``, or ""."""
+        if not self.consent_source:
+            return ""
+        parts = [self.get_consent_source_display()]  # type: ignore[attr-defined]
+        if self.consent_at:
+            parts.append(f"{self.consent_at:%Y-%m-%d}")
+        text = ", ".join(parts)
+        return f"{text}: {self.consent_evidence}" if self.consent_evidence else text
+
+
+class Member(Consent):
     """A community member: the 'community' audience of a blast is every active member."""
 
     first_name = models.CharField(max_length=100, blank=True)
@@ -23,7 +82,8 @@ class Member(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
+    class Meta(Consent.Meta):
+        abstract = False
         ordering = ["last_name", "first_name", "id"]
         indexes = [
             models.Index(fields=["last_name", "first_name", "id"]),

@@ -12,12 +12,16 @@ the code plus what we do about it:
     this number will not get this message. ``SENDER_OR_ACCOUNT``: every recipient would
     fail the same way, so the blast pauses until staff fix it. ``FAIL``: this row fails,
     nothing else happens.
-``suppress_after``
-    How many failures with this code put the number on the suppressed list: 1 is
-    at once, 3 means the same failure on three sends, 0 is never.
-``opt_out``
-    The person unsubscribed (21610): the number goes on the unsubscribed list, not the
-    suppressed list.
+``number``
+    What a failed or undelivered message with this code does to the *number*
+    (:class:`NumberAction`; ``suppression.services.failure_record`` acts on it, at send
+    time, from status callbacks and in the backfill): ``SUPPRESS`` a bad number at once;
+    ``UNSUBSCRIBE`` an opt-out at the carrier or at Twilio (21610: the unsubscribed list,
+    not the suppressed list); ``TRANSIENT`` maybe temporary, suppressed only after
+    ``SUPPRESS_AFTER_TRANSIENT`` such failures within 90 days; ``NONE`` our sender,
+    account or content, never the number's fault. A code not listed is ``UNKNOWN``:
+    recorded, never suppressed. This is independent of ``error_class``, which only
+    decides what the send engine does with the row and the blast.
 
 Meanings are the titles in Twilio's error dictionary (twilio.com/docs/api/errors/NNNNN
 and its machine-readable twilio-error-codes.json). Twilio rewords titles and adds codes
@@ -33,6 +37,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class NumberAction(StrEnum):
+    """What a failure with a code does to the recipient's number (see module docstring)."""
+
+    SUPPRESS = "suppress"
+    UNSUBSCRIBE = "unsubscribe"
+    TRANSIENT = "transient"
+    NONE = "none"
+    UNKNOWN = "unknown"
+
+
 class ErrorClass(StrEnum):
     RETRY = "retry"
     UNKNOWN = "unknown"
@@ -46,23 +60,27 @@ class TwilioError:
     code: int
     meaning: str
     error_class: ErrorClass
-    suppress_after: int = 0
-    opt_out: bool = False
+    number: NumberAction = NumberAction.NONE
 
     def __post_init__(self) -> None:
-        if self.suppress_after < 0:
-            raise ValueError(f"{self.code}: suppress_after must be >= 0")
-        if (self.suppress_after or self.opt_out) and (
-            self.error_class is not ErrorClass.RECIPIENT_PERMANENT
+        if self.number is NumberAction.UNKNOWN:
+            raise ValueError(f"{self.code}: UNKNOWN is for codes not in the table")
+        if self.number is not NumberAction.NONE and self.error_class not in (
+            ErrorClass.RECIPIENT_PERMANENT,
+            ErrorClass.FAIL,
         ):
-            raise ValueError(f"{self.code}: only recipient errors suppress or opt out")
-        if self.suppress_after and self.opt_out:
-            raise ValueError(f"{self.code}: an opt-out is never also a suppression")
+            # A code that pauses the blast or retries is never about one number.
+            raise ValueError(f"{self.code}: only errors that fail the row act on the number")
 
     @property
     def suppress(self) -> bool:
         """Whether failures with this code ever put the number on the suppressed list."""
-        return self.suppress_after > 0
+        return self.number in (NumberAction.SUPPRESS, NumberAction.TRANSIENT)
+
+    @property
+    def opt_out(self) -> bool:
+        """Whether a failure with this code means the person opted out (21610)."""
+        return self.number is NumberAction.UNSUBSCRIBE
 
 
 _R = ErrorClass.RETRY
@@ -70,6 +88,9 @@ _U = ErrorClass.UNKNOWN
 _P = ErrorClass.RECIPIENT_PERMANENT
 _S = ErrorClass.SENDER_OR_ACCOUNT
 _F = ErrorClass.FAIL
+_BAD = NumberAction.SUPPRESS
+_OPT = NumberAction.UNSUBSCRIBE
+_TMP = NumberAction.TRANSIENT
 
 
 def _table(entries: Iterable[TwilioError]) -> dict[int, TwilioError]:
@@ -104,34 +125,30 @@ ERRORS: dict[int, TwilioError] = _table(
         # not say the message was not created, so treat it like any 5xx.
         TwilioError(20503, "Service unavailable", _U),
         # --- Messages create: the recipient ----------------------------------------------
-        TwilioError(21211, "Invalid 'To' Phone Number", _P, suppress_after=1),
-        # Documented for outbound calls; "cannot be reached" may be temporary, so it
-        # takes repeated failures.
-        TwilioError(21214, "'To' phone number cannot be reached", _P, suppress_after=3),
+        TwilioError(21211, "Invalid 'To' Phone Number", _P, number=_BAD),
+        # Documented for outbound calls; for a message, the number cannot be reached at
+        # all (not a phone, disconnected): a bad number.
+        TwilioError(21214, "'To' phone number cannot be reached", _P, number=_BAD),
         # Documented for outbound calls: the number is invalid.
-        TwilioError(21217, "Phone number does not appear to be valid", _P, suppress_after=1),
-        TwilioError(21265, "'To' number cannot be a Short Code", _P, suppress_after=1),
+        TwilioError(21217, "Phone number does not appear to be valid", _P, number=_BAD),
+        TwilioError(21265, "'To' number cannot be a Short Code", _P, number=_BAD),
         # The member's number is our own sender number: it can never receive from us.
-        TwilioError(21266, "'To' and 'From' numbers cannot be the same", _P, suppress_after=1),
+        TwilioError(21266, "'To' and 'From' numbers cannot be the same", _P, number=_BAD),
         TwilioError(
             21268,
             "Sending to Premium rate or Information Service numbers is not allowed",
             _P,
-            suppress_after=1,
+            number=_BAD,
         ),
         # The person replied STOP (or another opt-out keyword) to our sender: record the
         # opt-out; suppression would be the wrong list and the wrong reason.
-        TwilioError(21610, "Attempt to send to unsubscribed recipient", _P, opt_out=True),
-        # "Currently": it depends on the From/To pair (e.g. a short code to a landline)
-        # and can change, so only repeated failures suppress.
-        TwilioError(
-            21612,
-            "The 'To' phone number is not currently reachable via SMS",
-            _P,
-            suppress_after=3,
-        ),
-        TwilioError(21614, "'To' number is not a valid mobile number", _P, suppress_after=1),
-        TwilioError(21635, "'To' number cannot be a landline", _P, suppress_after=1),
+        TwilioError(21610, "Attempt to send to unsubscribed recipient", _P, number=_OPT),
+        # "Currently": it depends on our From number and the pair (e.g. a short code or
+        # a sender not provisioned for that carrier), so it is never held against the
+        # number; the row fails.
+        TwilioError(21612, "The 'To' phone number is not currently reachable via SMS", _P),
+        TwilioError(21614, "'To' number is not a valid mobile number", _P, number=_BAD),
+        TwilioError(21635, "'To' number cannot be a landline", _P, number=_BAD),
         # A row without a number is a data bug in that row, not a bad number to suppress.
         TwilioError(21604, "The destination 'To' phone number is required to send an SMS", _F),
         # --- Messages create: the sender, the account, the message -----------------------
@@ -187,21 +204,22 @@ ERRORS: dict[int, TwilioError] = _table(
         TwilioError(30001, "Queue overflow", _S),
         TwilioError(30002, "Account suspended", _S),
         # Usually the phone is off, out of coverage or roaming: often temporary.
-        TwilioError(30003, "Unreachable destination handset", _P, suppress_after=3),
+        TwilioError(30003, "Unreachable destination handset", _P, number=_TMP),
         # Blocked at the destination: a carrier block list, an opt-out at the carrier,
         # a landline or filtering, by Twilio's own list. Not proof of an opt-out, and
         # partly temporary, so only repeated failures suppress.
-        TwilioError(30004, "Message blocked", _P, suppress_after=3),
+        TwilioError(30004, "Message blocked", _P, number=_TMP),
         # The carrier does not know the number (disconnected, not in service).
-        TwilioError(30005, "Unknown destination handset", _P, suppress_after=1),
+        TwilioError(30005, "Unknown destination handset", _P, number=_BAD),
         # A landline (or, for short codes, a carrier the short code cannot reach).
-        TwilioError(30006, "Landline or unreachable carrier", _P, suppress_after=1),
+        TwilioError(30006, "Landline or unreachable carrier", _P, number=_BAD),
         # Spam/content filtering by Twilio or the carrier: about our message, not the
         # person, so the row fails and the number stays. Older API responses word it
         # "Carrier violation".
         TwilioError(30007, "Message filtered", _F),
-        # The carrier gave no reason: nothing says the number is bad.
-        TwilioError(30008, "Unknown error", _F),
+        # The carrier gave no reason: the row fails, and only repeated failures of the
+        # same number say something about it.
+        TwilioError(30008, "Unknown error", _F, number=_TMP),
         # Inbound (multi-part message reassembly) only; listed so it is not "unknown".
         TwilioError(30009, "Missing inbound segment", _F),
         # Only when a MaxPrice is set; the price is per destination.
@@ -260,3 +278,26 @@ def describe(code: int | None) -> str:
     if known is None:
         return f"Error {code}"
     return f"{code}: {known.meaning}"
+
+
+def lookup(code: int | None) -> TwilioError | None:
+    """The table's entry for ``code``; None for no code or a code not listed."""
+    if code is None:
+        return None
+    return ERRORS.get(code)
+
+
+def number_action(code: int | None) -> NumberAction:
+    """What a failed or undelivered message with ``code`` does to the number.
+
+    Codes not in the table (and no code at all) are ``UNKNOWN``: recorded, never
+    suppressed, since nothing says the number is at fault.
+    """
+    known = lookup(code)
+    return known.number if known is not None else NumberAction.UNKNOWN
+
+
+def meaning(code: int | None) -> str:
+    """Twilio's meaning of ``code``; empty for a code not listed."""
+    known = lookup(code)
+    return known.meaning if known is not None else ""

@@ -200,11 +200,20 @@ SMS_UNKNOWN_ESCALATE_HOURS = env.float("SMS_UNKNOWN_ESCALATE_HOURS", default=24.
 SMS_PAUSE_AFTER_NO_ANSWER = env.int("SMS_PAUSE_AFTER_NO_ANSWER", default=10)
 # This many messages in a row failing with the same error code pause the blast.
 SMS_PAUSE_AFTER_SAME_ERROR = env.int("SMS_PAUSE_AFTER_SAME_ERROR", default=10)
+# Transient delivery failures (30003, 30004, 30008) of one number within 90 days that
+# suppress it.
+SUPPRESS_AFTER_TRANSIENT = env.int("SUPPRESS_AFTER_TRANSIENT", default=3)
+if SUPPRESS_AFTER_TRANSIENT < 1:
+    raise ImproperlyConfigured("SUPPRESS_AFTER_TRANSIENT must be 1 or more.")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
 TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="").rstrip("/")
+# Inbound texts: the answer to HELP/INFO (empty: no answer), and the keyword that makes the
+# sender a community member (empty: off).
+SMS_HELP_REPLY = env.str("SMS_HELP_REPLY", default="")
+SMS_JOIN_KEYWORD = env.str("SMS_JOIN_KEYWORD", default="").strip().upper()
 
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
 # Uploads are kept here between preview and confirm, with their error reports.

@@ -9,7 +9,16 @@ import dataclasses
 
 import pytest
 
-from messaging.twilio_errors import ERRORS, ErrorClass, TwilioError, classify, describe
+from messaging.twilio_errors import (
+    ERRORS,
+    ErrorClass,
+    NumberAction,
+    TwilioError,
+    classify,
+    describe,
+    meaning,
+    number_action,
+)
 
 # --- the engine's core cases ---------------------------------------------------------
 
@@ -62,8 +71,8 @@ def test_known_code_wins_over_http_status():
 def test_21610_is_an_opt_out_not_a_suppression():
     entry = ERRORS[21610]
     assert entry.error_class is ErrorClass.RECIPIENT_PERMANENT
+    assert entry.number is NumberAction.UNSUBSCRIBE
     assert entry.opt_out is True
-    assert entry.suppress_after == 0
     assert entry.suppress is False
 
 
@@ -88,28 +97,56 @@ def test_errors_about_one_recipient_or_its_text_fail_the_row_without_suppressing
     assert entry.opt_out is False
 
 
-@pytest.mark.parametrize("code", [21211, 21614, 30005, 30006])
+# --- what a failure does to the number (the categories) -----------------------
+
+BAD_NUMBER = [21211, 21214, 21217, 21614, 21635, 30005, 30006]
+OPT_OUT = [21610]
+TRANSIENT = [30003, 30004, 30008]
+NOT_THE_NUMBER = [20003, 21408, 21606, 21612, 30007, 20429, 30032, 30034]
+
+
+@pytest.mark.parametrize("code", BAD_NUMBER)
 def test_bad_numbers_are_suppressed_at_once(code):
     entry = ERRORS[code]
-    assert entry.error_class is ErrorClass.RECIPIENT_PERMANENT
-    assert entry.suppress_after == 1
+    assert entry.number is NumberAction.SUPPRESS
+    assert number_action(code) is NumberAction.SUPPRESS
     assert entry.suppress is True
     assert entry.opt_out is False
-
-
-@pytest.mark.parametrize("code", [30003, 30004, 21612])
-def test_possibly_temporary_failures_suppress_only_when_repeated(code):
-    entry = ERRORS[code]
+    # The engine fails the row and goes on.
     assert entry.error_class is ErrorClass.RECIPIENT_PERMANENT
-    assert entry.suppress_after > 1
 
 
-@pytest.mark.parametrize("code", [30007, 30008])
-def test_filtering_and_unknown_carrier_errors_fail_but_never_suppress(code):
+@pytest.mark.parametrize("code", TRANSIENT)
+def test_possibly_temporary_failures_suppress_only_when_repeated(code):
+    assert number_action(code) is NumberAction.TRANSIENT
+    assert ERRORS[code].error_class in (ErrorClass.RECIPIENT_PERMANENT, ErrorClass.FAIL)
+
+
+@pytest.mark.parametrize("code", NOT_THE_NUMBER)
+def test_sender_account_and_content_errors_never_touch_the_number(code):
     entry = ERRORS[code]
-    assert entry.error_class is ErrorClass.FAIL
-    assert entry.suppress_after == 0
+    assert entry.number is NumberAction.NONE
+    assert entry.suppress is False
     assert entry.opt_out is False
+
+
+def test_engine_classes_kept_for_the_number_categories():
+    # The number's category is independent of what the engine does with the row.
+    assert classify(code=30008, http_status=None) is ErrorClass.FAIL
+    assert classify(code=30007, http_status=None) is ErrorClass.FAIL
+    assert classify(code=21612, http_status=400) is ErrorClass.RECIPIENT_PERMANENT
+    assert classify(code=20429, http_status=429) is ErrorClass.RETRY
+
+
+@pytest.mark.parametrize("code", [None, 12345, 39999])
+def test_unknown_codes_are_recorded_never_suppressed(code):
+    assert number_action(code) is NumberAction.UNKNOWN
+    assert meaning(code) == ""
+
+
+def test_every_category_code_has_twilios_meaning():
+    for code in BAD_NUMBER + OPT_OUT + TRANSIENT + NOT_THE_NUMBER:
+        assert meaning(code) == ERRORS[code].meaning != ""
 
 
 def test_delivery_codes_used_by_status_callbacks_are_listed():
@@ -146,13 +183,11 @@ def test_table_keys_match_entries():
         assert isinstance(entry.error_class, ErrorClass)
 
 
-def test_only_recipient_errors_suppress_or_opt_out():
+def test_only_errors_that_fail_the_row_act_on_the_number():
     for entry in ERRORS.values():
-        if entry.error_class is not ErrorClass.RECIPIENT_PERMANENT:
-            assert entry.suppress_after == 0, entry.code
-            assert entry.opt_out is False, entry.code
-        assert not (entry.opt_out and entry.suppress_after), entry.code
-        assert entry.suppress_after >= 0, entry.code
+        if entry.error_class not in (ErrorClass.RECIPIENT_PERMANENT, ErrorClass.FAIL):
+            assert entry.number is NumberAction.NONE, entry.code
+        assert entry.number is not NumberAction.UNKNOWN, entry.code
 
 
 def test_only_one_opt_out_code():
@@ -165,16 +200,17 @@ def test_retry_is_only_for_certainly_unprocessed_requests():
 
 def test_entries_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ERRORS[21211].suppress_after = 0  # type: ignore[misc]
+        ERRORS[21211].number = NumberAction.NONE  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"error_class": ErrorClass.FAIL, "suppress_after": 1},
-        {"error_class": ErrorClass.SENDER_OR_ACCOUNT, "opt_out": True},
-        {"error_class": ErrorClass.RECIPIENT_PERMANENT, "suppress_after": 1, "opt_out": True},
-        {"error_class": ErrorClass.RECIPIENT_PERMANENT, "suppress_after": -1},
+        {"error_class": ErrorClass.SENDER_OR_ACCOUNT, "number": NumberAction.SUPPRESS},
+        {"error_class": ErrorClass.SENDER_OR_ACCOUNT, "number": NumberAction.UNSUBSCRIBE},
+        {"error_class": ErrorClass.RETRY, "number": NumberAction.TRANSIENT},
+        {"error_class": ErrorClass.UNKNOWN, "number": NumberAction.SUPPRESS},
+        {"error_class": ErrorClass.FAIL, "number": NumberAction.UNKNOWN},
     ],
 )
 def test_inconsistent_entries_are_rejected(kwargs):
