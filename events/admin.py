@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path
 
 from events.models import Event, Registration
+from members.consent_admin import ConsentAdminMixin
 from members.import_admin import can_import, upload_view
 from members.models import ImportJob
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
@@ -52,10 +53,10 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Registration)
-class RegistrationAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
-    list_display = ("last_name", "first_name", "phone", "event", "created_at")
+class RegistrationAdmin(ConsentAdminMixin, PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
+    list_display = ("last_name", "first_name", "phone", "event", "consent_summary", "created_at")
     list_display_links = ("last_name", "first_name")
-    list_filter = ("event",)
+    list_filter = ("event", "consent_source")
     list_select_related = ("event",)
     search_fields = ("first_name", "last_name", "=phone", "event__name")
     autocomplete_fields = ("event",)

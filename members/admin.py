@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
+from members.consent_admin import ConsentAdminMixin
 from members.import_admin import ImportJobAdmin, can_import, upload_view
 from members.models import ImportJob, Member
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
@@ -10,19 +11,35 @@ __all__ = ["ImportJobAdmin", "MemberAdmin"]
 
 
 @admin.register(Member)
-class MemberAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
-    list_display = ("last_name", "first_name", "phone", "email", "is_active", "created_at")
-    list_display_links = ("last_name", "first_name")
-    list_filter = ("is_active",)
-    search_fields = ("first_name", "last_name", "=phone", "email")
-    readonly_fields = ("created_at", "updated_at")
-    fields = (
-        ("first_name", "last_name"),
+class MemberAdmin(ConsentAdminMixin, PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
+    list_display = (
+        "last_name",
+        "first_name",
         "phone",
         "email",
         "is_active",
-        "notes",
-        ("created_at", "updated_at"),
+        "consent_summary",
+        "created_at",
+    )
+    list_display_links = ("last_name", "first_name")
+    list_filter = ("is_active", "consent_source")
+    search_fields = ("first_name", "last_name", "=phone", "email")
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("first_name", "last_name"),
+                    "phone",
+                    "email",
+                    "is_active",
+                    "notes",
+                    ("created_at", "updated_at"),
+                )
+            },
+        ),
+        ConsentAdminMixin.consent_fieldset,
     )
     actions = ["export_csv"]
 

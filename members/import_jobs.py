@@ -22,6 +22,7 @@ from django.utils import timezone
 from events.models import Event
 from members.importing import (
     CsvFormat,
+    ImportConsent,
     ImportFileError,
     ImportSummary,
     ProgressCallback,
@@ -281,12 +282,16 @@ def _apply_job(job: ImportJob) -> None:
             **_summary_fields(now_planned),
         )
         return
+    who = job.created_by.get_username() if job.created_by else "unknown user"
     done = import_apply(
         path=path,
         pool=job.pool,
         event_id=job.event_id,
         fmt=fmt,
         on_progress=_progress(job, offset=total),
+        consent=ImportConsent(
+            evidence=f"{job.file_name} imported by {who} (import #{job.pk})", by=job.created_by
+        ),
     )
     message = ""
     if done.plan_digest != job.plan_digest:

@@ -32,7 +32,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from events.models import Registration
-from members.models import ImportJob, Member
+from members.models import ConsentSource, ImportJob, Member
 from smsadmin.csv_export import FORMULA_PREFIXES, escape_cell
 from smsadmin.phones import InvalidPhoneNumber, normalize_phone
 from suppression.services import blocked_phones
@@ -125,6 +125,27 @@ class ImportSummary:
 class _Contact(NamedTuple):
     phone: str
     values: dict[str, str]  # only the fields the row gives; blank cells never erase
+
+
+@dataclass(frozen=True)
+class ImportConsent:
+    """Who imported the file: recorded as the consent of the contacts it brings in.
+
+    New contacts get consent source ``import`` with ``evidence`` (the file name and who
+    imported it) and ``by``; contacts already there keep their consent, or get this one
+    if they had none.
+    """
+
+    evidence: str
+    by: Any = None  # the importing User, or None from the command line
+
+    def fields(self, at: Any) -> dict[str, Any]:
+        return {
+            "consent_source": ConsentSource.IMPORT,
+            "consent_at": at,
+            "consent_evidence": self.evidence[:255],
+            "consent_by": self.by,
+        }
 
 
 @dataclass(frozen=True)
@@ -458,8 +479,13 @@ def import_apply(
     fmt: CsvFormat | None = None,
     report: IO[str] | None = None,
     on_progress: ProgressCallback | None = None,
+    consent: ImportConsent | None = None,
 ) -> ImportSummary:
     """Import ``path``: create new contacts, update changed ones, matched by phone.
+
+    ``consent`` (the file and who imported it) is recorded on new contacts and on
+    existing ones that had no consent recorded; without it, a generic "imported from
+    <file name>" is recorded.
 
     Writes in batches of BATCH_SIZE, each in its own transaction, so other writers
     (the send engine) are never locked out for the length of a big file. The file is
@@ -473,6 +499,7 @@ def import_apply(
         write=True,
         report=report,
         on_progress=on_progress,
+        consent=consent or ImportConsent(evidence=f"imported from {path.name}"),
     )
 
 
@@ -484,6 +511,7 @@ def _run(
     write: bool,
     report: IO[str] | None,
     on_progress: ProgressCallback | None,
+    consent: ImportConsent | None = None,
 ) -> ImportSummary:
     summary = ImportSummary()
     plan = hashlib.sha256()
@@ -501,7 +529,7 @@ def _run(
 
     def flush(line: int) -> None:
         if batch:
-            actions = _write_batch(spec, batch) if write else _plan_batch(spec, batch)
+            actions = _write_batch(spec, batch, consent) if write else _plan_batch(spec, batch)
             for contact, action in zip(batch, actions, strict=True):
                 setattr(summary, action, getattr(summary, action) + 1)
                 plan.update(f"{action} {contact.phone}\n".encode())
@@ -555,26 +583,39 @@ def _plan_batch(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
     return [_action(c, existing.get(c.phone)) for c in batch]
 
 
-def _write_batch(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
+def _write_batch(
+    spec: _PoolSpec, batch: list[_Contact], consent: ImportConsent | None
+) -> list[str]:
     try:
-        return _write_batch_once(spec, batch)
+        return _write_batch_once(spec, batch, consent)
     except IntegrityError:
         # Someone added one of these phones between our read and our insert; read the
         # batch again and update that row instead of duplicating it.
-        return _write_batch_once(spec, batch)
+        return _write_batch_once(spec, batch, consent)
 
 
 @transaction.atomic
-def _write_batch_once(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
+def _write_batch_once(
+    spec: _PoolSpec, batch: list[_Contact], consent: ImportConsent | None
+) -> list[str]:
     existing = _existing(spec, (c.phone for c in batch))
     actions = [_action(c, existing.get(c.phone)) for c in batch]
     now = timezone.now()
+    consent_fields = consent.fields(now) if consent else {}
+    if consent and existing:
+        # Contacts already there keep the consent they have; those without one get the
+        # file's. Not part of the plan: it never turns "unchanged" into "updated".
+        spec.model.objects.filter(**spec.scope, phone__in=list(existing), consent_source="").update(
+            **consent_fields
+        )
     created: list[models.Model] = []
     changed: list[models.Model] = []
     changed_fields: set[str] = set()
     for contact, action in zip(batch, actions, strict=True):
         if action == "new":
-            created.append(spec.model(**spec.scope, phone=contact.phone, **contact.values))
+            created.append(
+                spec.model(**spec.scope, phone=contact.phone, **contact.values, **consent_fields)
+            )
         elif action == "updated":
             row = existing[contact.phone]
             for name, value in contact.values.items():

@@ -7,9 +7,10 @@ from typing import Any
 ADMIN = "Admin"
 SOCIAL_MANAGER = "Social manager"
 
-# Social managers run the day-to-day: contacts, events, blasts. They may not manage
-# users, lift a suppression, or re-subscribe someone who opted out (deleting an
-# unsubscribe), since those can make us text people who asked us not to.
+# Social managers run the day-to-day: contacts, events, blasts. They may add an
+# unsubscribe but not manage users, lift a suppression, or re-subscribe someone who
+# opted out (suppression.lift_unsubscribe), since those can make us text people who
+# asked us not to. Nobody edits or deletes those records: lifting keeps them as history.
 SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
     "members": [
         "add_member",
@@ -42,6 +43,7 @@ SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
         "add_unsubscribedcontact",
         "view_unsubscribedcontact",
         "view_suppressedcontact",
+        "view_failureevent",
     ],
 }
 

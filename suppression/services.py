@@ -10,6 +10,7 @@ message to :func:`failure_record`, which classifies it with the one table in
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -243,13 +244,12 @@ def _lifted_since(model: type, phone: str, at: datetime) -> bool:
 
 
 def _last_lift(phone: str) -> datetime | None:
-    last = (
+    return (
         SuppressedContact.objects.filter(phone=phone, lifted=True, lifted_at__isnull=False)
         .order_by("-lifted_at")
         .values_list("lifted_at", flat=True)
         .first()
     )
-    return last
 
 
 def _suppress(
@@ -288,6 +288,67 @@ def _suppress(
     )
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What one failure does to its number, before anything is written."""
+
+    category: NumberAction
+    action: str
+    note: str = ""
+    count: int = 0  # transient failures in the window, this one included
+    first_at: datetime | None = None  # the earliest of them
+
+
+def failure_decide(
+    *,
+    phone: str,
+    code: int | None,
+    at: datetime,
+    planned_transient: Iterable[datetime] = (),
+    planned_suppressed: bool = False,
+) -> Decision:
+    """The classifier's decision for one failure of ``phone`` (E.164) at ``at``.
+
+    Reads, never writes. ``planned_transient`` and ``planned_suppressed`` add failures
+    and a suppression not in the database (``backfill_suppressions --dry-run``).
+    """
+    category = number_action(code)
+    if category is NumberAction.UNSUBSCRIBE:
+        if _lifted_since(UnsubscribedContact, phone, at):
+            return Decision(category, NONE, "re-subscribed after this failure")
+        return Decision(category, UNSUBSCRIBED)
+    if category is NumberAction.SUPPRESS:
+        if _lifted_since(SuppressedContact, phone, at):
+            return Decision(category, NONE, "suppression lifted after this failure")
+        return Decision(category, SUPPRESSED, count=1, first_at=at)
+    if category is not NumberAction.TRANSIENT:
+        return Decision(category, NONE)
+
+    threshold = max(int(settings.SUPPRESS_AFTER_TRANSIENT), 1)
+    last_lift = _last_lift(phone)
+    if last_lift is not None and last_lift >= at:
+        return Decision(category, NONE, "suppression lifted after this failure")
+    # Failures before the number's last lift were answered by that lift: count anew.
+    since = at - TRANSIENT_WINDOW
+    if last_lift is not None:
+        since = max(since, last_lift)
+    earlier = FailureEvent.objects.filter(
+        phone=phone, category=NumberAction.TRANSIENT, failed_at__gt=since, failed_at__lte=at
+    )
+    times = list(earlier.values_list("failed_at", flat=True))
+    times += [t for t in planned_transient if since < t <= at]
+    count = len(times) + 1
+    first_at = min([*times, at])
+    already = (
+        planned_suppressed or SuppressedContact.objects.filter(phone=phone, lifted=False).exists()
+    )
+    if count >= threshold or already:
+        return Decision(category, SUPPRESSED, count=count, first_at=first_at)
+    return Decision(
+        category, COUNTED, f"{count} of {threshold} within 90 days", count=count, first_at=at
+    )
+
+
 @transaction.atomic
 def failure_record(
     *,
@@ -309,7 +370,8 @@ def failure_record(
 
     Idempotent per delivery (and per message SID): recording the same failure again
     changes nothing and returns ``"none"``. ``at`` is when it failed (default now);
-    transient failures are counted since the number's last lifted suppression.
+    transient failures are counted since the number's last lifted suppression. Safe to
+    call inside the caller's transaction (it then runs in a savepoint).
     """
     phone = normalize_phone(phone)
     message_sid = (message_sid or "").strip()[:64]
@@ -318,80 +380,39 @@ def failure_record(
     if _already_recorded(delivery_id, message_sid):
         return NONE
 
-    category = number_action(code)
-    action = NONE
-    note = ""
-    if category is NumberAction.UNSUBSCRIBE:
-        if _lifted_since(UnsubscribedContact, phone, at):
-            note = "re-subscribed after this failure"
-        else:
-            _unsubscribe(
-                phone=phone,
-                source=UnsubscribedContact.Source.CARRIER,
-                evidence=_clip(
-                    f"{describe(code)}; message {message_sid or '?'}, delivery "
-                    f"{delivery_id or '?'}, blast {blast_id or '?'}"
-                ),
-                reason="Twilio or the carrier reports the recipient opted out",
-                at=at,
-                error_code=code,
-                delivery_id=delivery_id,
-                blast_id=blast_id,
-                message_sid=message_sid,
-            )
-            action = UNSUBSCRIBED
-    elif category is NumberAction.SUPPRESS:
-        if _lifted_since(SuppressedContact, phone, at):
-            note = "suppression lifted after this failure"
-        else:
-            _suppress(
-                phone=phone,
-                code=code,
-                reason=describe(code),
-                count=1,
-                first_at=at,
-                at=at,
-                delivery_id=delivery_id,
-                blast_id=blast_id,
-                message_sid=message_sid,
-            )
-            action = SUPPRESSED
-    elif category is NumberAction.TRANSIENT:
-        threshold = max(int(settings.SUPPRESS_AFTER_TRANSIENT), 1)
-        since = at - TRANSIENT_WINDOW
-        last_lift = _last_lift(phone)
-        if last_lift is not None and last_lift >= at:
-            note = "suppression lifted after this failure"
-        else:
-            if last_lift is not None:
-                since = max(since, last_lift)
-            earlier = FailureEvent.objects.filter(
-                phone=phone,
-                category=NumberAction.TRANSIENT,
-                failed_at__gt=since,
-                failed_at__lte=at,
-            )
-            count = earlier.count() + 1
-            if (
-                count >= threshold
-                or SuppressedContact.objects.filter(phone=phone, lifted=False).exists()
-            ):
-                first = earlier.order_by("failed_at").values_list("failed_at", flat=True).first()
-                _suppress(
-                    phone=phone,
-                    code=code,
-                    reason=f"{describe(code)} ({count} transient failures within 90 days)",
-                    count=count,
-                    first_at=first or at,
-                    at=at,
-                    delivery_id=delivery_id,
-                    blast_id=blast_id,
-                    message_sid=message_sid,
-                )
-                action = SUPPRESSED
-            else:
-                action = COUNTED
-                note = f"{count} of {threshold} within 90 days"
+    decision = failure_decide(phone=phone, code=code, at=at)
+    if decision.action == UNSUBSCRIBED:
+        _unsubscribe(
+            phone=phone,
+            source=UnsubscribedContact.Source.CARRIER,
+            evidence=_clip(
+                f"{describe(code)}; message {message_sid or '?'}, delivery "
+                f"{delivery_id or '?'}, blast {blast_id or '?'}"
+            ),
+            reason="Twilio or the carrier reports the recipient opted out",
+            at=at,
+            error_code=code,
+            delivery_id=delivery_id,
+            blast_id=blast_id,
+            message_sid=message_sid,
+        )
+    elif decision.action == SUPPRESSED:
+        reason = describe(code)
+        if decision.category is NumberAction.TRANSIENT:
+            reason += f" ({decision.count} transient failures within 90 days)"
+        _suppress(
+            phone=phone,
+            code=code,
+            reason=reason,
+            count=decision.count,
+            first_at=decision.first_at or at,
+            at=at,
+            delivery_id=delivery_id,
+            blast_id=blast_id,
+            message_sid=message_sid,
+        )
+    action = decision.action
+    note = decision.note
 
     try:
         with transaction.atomic():
@@ -399,7 +420,7 @@ def failure_record(
                 phone=phone,
                 error_code=code,
                 error_meaning=_clip(meaning(code)),
-                category=category.value,
+                category=decision.category.value,
                 action=action,
                 note=_clip(note),
                 delivery_id=delivery_id,

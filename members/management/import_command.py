@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from members.importing import (
+    ImportConsent,
     ImportFileError,
     describe_columns,
     format_summary,
@@ -38,19 +40,39 @@ class ImportCommand(BaseCommand):
         """The event the rows belong to (None for members), and a line naming it."""
         return None, ""
 
+    def consent_evidence(self, path: Path) -> str:
+        """What the contacts' consent record says: the file and who ran the command."""
+        try:
+            who = getpass.getuser()
+        except (KeyError, OSError):
+            who = "unknown"
+        command = self.__module__.rsplit(".", 1)[-1]
+        return f"{path.name} imported by {who} (manage.py {command})"
+
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
         event_id, heading = self.target(options)
         started = time.monotonic()
         try:
             fmt = inspect_file(path=path)
-            run = import_preview if options["dry_run"] else import_apply
             errors_path: Path | None = options["errors"]
             report = (
                 errors_path.open("w", encoding="utf-8-sig", newline="") if errors_path else None
             )
             try:
-                summary = run(path=path, pool=self.pool, event_id=event_id, fmt=fmt, report=report)
+                if options["dry_run"]:
+                    summary = import_preview(
+                        path=path, pool=self.pool, event_id=event_id, fmt=fmt, report=report
+                    )
+                else:
+                    summary = import_apply(
+                        path=path,
+                        pool=self.pool,
+                        event_id=event_id,
+                        fmt=fmt,
+                        report=report,
+                        consent=ImportConsent(evidence=self.consent_evidence(path)),
+                    )
             finally:
                 if report:
                     report.close()

@@ -22,6 +22,7 @@ NO_ADD_PAGE = {
     "messaging.Delivery",
     "messaging.OutboxMessage",
     "members.ImportJob",  # made by an upload on the members or event page
+    "suppression.FailureEvent",  # recorded by the classifier only
 }
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib import admin
 from django.test import RequestFactory
+from django.utils import timezone
 
 from events.models import Event, Registration
 from members.importing import import_apply
@@ -79,6 +80,10 @@ def test_members_export_selected_escaped_and_importable_again(admin_client, tmp_
         "notes",
         "created",
         "updated",
+        "consent",
+        "consent given",
+        "consent evidence",
+        "consent recorded by",
     ]
     assert rows[1][:5] == ['\'=HYPERLINK("x")', "'@me", "'+12015550123", "", "yes"]
     assert len(rows) == 2
@@ -133,8 +138,36 @@ def test_unsubscribed_and_suppressed_exports(admin_client, admin_user):
     supp_rows = export(admin_client, "/admin/suppression/suppressedcontact/", [supp.pk])
 
     assert unsub_rows[1][:3] == ["'+12015550123", "manual", "'-STOP"]
-    assert unsub_rows[1][4] == admin_user.username
+    assert dict(zip(*unsub_rows, strict=True))["added by"] == admin_user.username
     assert supp_rows[1][:3] == ["'+12015550124", "", "21610"]
+
+
+@pytest.mark.django_db
+def test_consent_is_exported_with_members_and_registrations(admin_client, admin_user):
+    at = timezone.now()
+    member = Member.objects.create(
+        phone="+12015550123",
+        consent_source="import",
+        consent_at=at,
+        consent_evidence="spring.csv imported by ana",
+        consent_by=admin_user,
+    )
+    event = Event.objects.create(name="Picnic", starts_at="2026-07-04T12:00:00Z")
+    reg = Registration.objects.create(
+        event=event, phone="+12015550124", consent_source="keyword", consent_evidence="JOIN SM1"
+    )
+
+    member_row = dict(
+        zip(*export(admin_client, "/admin/members/member/", [member.pk]), strict=True)
+    )
+    reg_row = dict(zip(*export(admin_client, "/admin/events/registration/", [reg.pk]), strict=True))
+
+    assert member_row["consent"] == "import"
+    assert member_row["consent evidence"] == "spring.csv imported by ana"
+    assert member_row["consent recorded by"] == admin_user.username
+    assert member_row["consent given"].startswith(f"{timezone.localtime(at):%Y-%m-%d %H:%M}")
+    assert (reg_row["consent"], reg_row["consent evidence"]) == ("keyword", "JOIN SM1")
+    assert reg_row["consent given"] == ""
 
 
 @pytest.mark.django_db

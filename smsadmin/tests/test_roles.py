@@ -34,6 +34,7 @@ MANAGER_MUST_HAVE = {
     "suppression.add_unsubscribedcontact",
     "suppression.view_unsubscribedcontact",
     "suppression.view_suppressedcontact",
+    "suppression.view_failureevent",
 }
 MANAGER_MUST_NOT_HAVE = {
     "smsadmin.add_user",
@@ -45,6 +46,7 @@ MANAGER_MUST_NOT_HAVE = {
     "auth.view_group",
     "auth.change_permission",
     "suppression.lift_suppression",
+    "suppression.lift_unsubscribe",
     "suppression.change_suppressedcontact",
     "suppression.delete_suppressedcontact",
     "suppression.delete_unsubscribedcontact",
