@@ -209,12 +209,11 @@ class TwilioBackend:
         found: list[FoundMessage] = []
         listing = self._client().messages.stream(**params)  # type: ignore[arg-type]
         for seen, message in enumerate(listing, start=1):
-            created, sent = _aware(message.date_created), _aware(message.date_sent)
-            # Sorted by DateSent: once one was sent before the window, every later one
-            # was too (and created earlier still).
-            if (sent is not None and sent < since) or (
-                created is not None and created < since - _LIST_STOP_MARGIN
-            ):
+            created = _aware(message.date_created)
+            # Twilio sorts by DateSent and does not document where a still-queued message
+            # (no DateSent) stands, so reading stops only well past the window's start:
+            # a queued message is exactly the one that must not be sent twice.
+            if created is not None and created < since - _LIST_STOP_MARGIN:
                 return found
             if seen > LIST_MAX_MESSAGES:
                 raise LookupIncomplete(

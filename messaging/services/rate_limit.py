@@ -11,15 +11,22 @@ from messaging.models import SendRateLimiter
 # One statement takes the next free slot and says what time the database thinks it is,
 # so the schedule never depends on a worker host's clock. 'now' is fixed for the whole
 # statement on both databases.
+# A next slot further ahead than the horizon (the first parameter) can only be left by
+# a clock that stepped back (NTP): start again from now rather than wait it out with
+# every worker frozen.
 _RESERVE_SQL = {
     "postgresql": (
         "WITH clock AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now) "
-        "UPDATE messaging_sendratelimiter SET next_slot = GREATEST(next_slot, clock.now) + %s "
+        "UPDATE messaging_sendratelimiter SET next_slot = CASE "
+        "WHEN next_slot > clock.now + %s THEN clock.now "
+        "ELSE GREATEST(next_slot, clock.now) END + %s "
         "FROM clock WHERE key = %s RETURNING next_slot - %s, clock.now"
     ),
     "sqlite": (
-        "UPDATE messaging_sendratelimiter "
-        "SET next_slot = MAX(next_slot, (julianday('now') - 2440587.5) * 86400.0) + %s "
+        "UPDATE messaging_sendratelimiter SET next_slot = CASE "
+        "WHEN next_slot > (julianday('now') - 2440587.5) * 86400.0 + %s "
+        "THEN (julianday('now') - 2440587.5) * 86400.0 "
+        "ELSE MAX(next_slot, (julianday('now') - 2440587.5) * 86400.0) END + %s "
         "WHERE key = %s "
         "RETURNING next_slot - %s, (julianday('now') - 2440587.5) * 86400.0"
     ),
@@ -46,15 +53,19 @@ class RateLimiter:
     def reserve(self) -> float:
         """Take the next slot; its time as a local ``time.monotonic()`` value."""
         step = 1.0 / self.rate
+        # Every worker waiting its turn legitimately pushes the next slot ahead by one
+        # step; a minute (or a hundred steps) ahead is past any such queue.
+        horizon = max(60.0, 100 * step)
         sql = _RESERVE_SQL[connection.vendor]
+        params = [horizon, step, self.key, step]
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.execute(sql, [step, self.key, step])
+                cursor.execute(sql, params)
                 row = cursor.fetchone()
             if row is None:
                 self._create_row()
                 with connection.cursor() as cursor:
-                    cursor.execute(sql, [step, self.key, step])
+                    cursor.execute(sql, params)
                     row = cursor.fetchone()
         slot, db_now = row
         return time.monotonic() + max(0.0, slot - db_now)

@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.services.clock import DbNow
 from messaging.services.lifecycle import back_to_pending, blast_finish_if_done, blast_status_locked
 from messaging.services.queueing import blast_enqueue
 from messaging.sms import FoundMessage, LookupIncomplete, SmsBackend, get_backend
@@ -43,6 +44,10 @@ A = Delivery.Attention
 # Our clock and Twilio's may disagree by this much; the window is widened by it on both
 # sides.
 CLOCK_SKEW = timedelta(minutes=2)
+# How far past the window our own text still makes the answer ambiguous: Twilio's clock
+# a few minutes ahead of ours, or a request it processed late. Later than that, the same
+# text is another send (a staff test, another tool) and this attempt is not in the list.
+LATE_LOOKAHEAD = timedelta(minutes=5)
 
 # Look-alikes Twilio's Smart Encoding replaces with GSM characters (and a few it may
 # leave alone): mapped the same way on both sides before texts are compared.
@@ -130,8 +135,15 @@ def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
     )
     # A SID another row holds is that row's message (a status callback, or an earlier
     # blast with the same text): never this one's.
-    candidates = [m for m in messages if m.sid and m.sid not in held]
+    unheld = [m for m in messages if m.sid and m.sid not in held]
+    candidates = [m for m in unheld if m.date_created is None or m.date_created <= attempt.until]
+    ours = normalised_text(attempt.body)
     if not candidates:
+        late = [m for m in unheld if ours in normalised_text(m.body)]
+        if late:
+            # Our text, created after the attempt's window: Twilio's clock or its
+            # processing lagged ours. Not proof either way, so never a resend.
+            return _Decision("ambiguous", reason=_late_reason(attempt, late))
         return _Decision("not_sent")
 
     # Other rows to the same number whose message may be in the same window: another
@@ -153,7 +165,14 @@ def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
         created = message.date_created
         return [o for o in others if created is None or o.since <= created <= o.until]
 
-    ours = normalised_text(attempt.body)
+    def ours_in(message: FoundMessage) -> bool:
+        # Twilio only re-encodes a text (normalised away) or adds to it (a Messaging
+        # Service's opt-out line); a message without our text is somebody else's: a
+        # HELP reply, a staff member's own text from the console.
+        return ours in normalised_text(message.body)
+
+    if not any(ours_in(m) for m in candidates):
+        return _Decision("not_sent")
     contested = any(rivals(m) for m in candidates)
     if len(candidates) == 1 and not contested:
         return _Decision("sent", candidates[0])
@@ -163,13 +182,23 @@ def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
         text = normalised_text(message.body)
         return any(normalised_text(o.body) == text for o in rivals(message))
 
-    mine = [m for m in candidates if normalised_text(m.body) == ours and not rival_text(m)]
+    mine = [m for m in candidates if ours_in(m) and not rival_text(m)]
     if len(mine) == 1:
         return _Decision("sent", mine[0])
     if not mine and all(rival_text(m) and normalised_text(m.body) != ours for m in candidates):
         # Every message there is recognisably another row's.
         return _Decision("not_sent")
     return _Decision("ambiguous", reason=_ambiguous_reason(attempt, candidates, others))
+
+
+def _late_reason(attempt: _Attempt, late: list[FoundMessage]) -> str:
+    start = timezone.localtime(attempt.since).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"Twilio's records show this text to this number created after {start} plus the "
+        f"time a request can take ({len(late)} message{'s' if len(late) != 1 else ''}), "
+        "later than this attempt could explain. It was not sent again: check the messages "
+        "in Twilio's console, then mark it sent or send it again."
+    )
 
 
 def _ambiguous_reason(
@@ -271,7 +300,11 @@ def _reconcile(attempt: _Attempt, answer: list[FoundMessage] | Exception) -> str
 
 def _look_up(backend: SmsBackend, attempt: _Attempt) -> list[FoundMessage] | Exception:
     try:
-        return backend.find_messages(to=attempt.phone, since=attempt.since, until=attempt.until)
+        # Past the window too: a message Twilio created later than we can explain
+        # (its clock ahead of ours, a request it processed late) must not be missed.
+        return backend.find_messages(
+            to=attempt.phone, since=attempt.since, until=attempt.until + LATE_LOOKAHEAD
+        )
     except Exception as exc:  # Twilio unreachable, or the window not readable to the end
         return exc
 
@@ -334,7 +367,9 @@ def deliveries_reconcile(*, limit: int = 300, backend: SmsBackend | None = None)
     """
     backend = backend or get_backend()
     now = timezone.now()
-    cutoff = now - timedelta(minutes=settings.SMS_RECONCILE_AFTER_MINUTES)
+    # The database's clock, the one claimed_at was stamped with: a beat host whose
+    # clock runs ahead never looks up a message that is still in flight.
+    cutoff = DbNow() - timedelta(minutes=settings.SMS_RECONCILE_AFTER_MINUTES)
     attempts = [
         _Attempt.of(row)
         for row in Delivery.objects.filter(status=S.UNKNOWN)

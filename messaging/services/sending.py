@@ -29,12 +29,13 @@ from queue import Empty, SimpleQueue
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Min, Q, Value, When
+from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
 from messaging.services.busy import retry_when_busy
+from messaging.services.clock import DbNow
 from messaging.services.lifecycle import (
     back_to_pending,
     blast_finish_if_done,
@@ -90,7 +91,9 @@ def delivery_claim(*, blast_id: int, limit: int) -> tuple[uuid.UUID, list[Delive
         lambda: Delivery.objects.filter(id__in=ids, status=S.PENDING).update(
             status=S.SENDING,
             claim_token=token,
-            claimed_at=now,
+            # The database's clock, like the sweeper's staleness check: a worker host
+            # whose clock is off never makes a live claim look stale, or a dead one fresh.
+            claimed_at=DbNow(),
             attempts=F("attempts") + 1,
             next_attempt_at=None,
             updated_at=now,
@@ -190,9 +193,10 @@ class _Pass:
     def claim_size(self) -> int:
         # Claim no more than goes out in about a minute, so claimed rows waiting their
         # turn are never taken for a dead worker's (SMS_CLAIM_STALE_SECONDS).
+        size = max(1, settings.SMS_CHUNK_SIZE)
         if self.limiter.rate <= 0:
-            return settings.SMS_CHUNK_SIZE
-        return max(1, min(settings.SMS_CHUNK_SIZE, int(self.limiter.rate * 60)))
+            return size
+        return max(1, min(size, int(self.limiter.rate * 60)))
 
     def blast_still_sending(self) -> bool:
         now = time.monotonic()
@@ -426,28 +430,30 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _reclaim(token: uuid.UUID, delivery: Delivery) -> bool:
-    """Right before its API call: is this row still ours, and may its number be texted?
+def _reclaim(token: uuid.UUID, delivery: Delivery) -> str:
+    """Right before its API call: may this row go out now? 'go', 'skipped', 'stop' or 'lost'.
 
     One UPDATE re-checks the claim (the sweeper may have taken it for a dead worker's
-    while this one stalled, or the blast was cancelled) and that no opt-out or active
-    suppression exists for the number, and stamps claimed_at with this attempt's time,
-    which reconciliation searches from. An opt-out committed before this statement
-    stops the call; the row is skipped with the reason.
+    while this one stalled), that the blast is still sending (a pause or cancel that
+    returned stops every later call, not just the next status poll), and that no
+    opt-out or active suppression exists for the number; it stamps claimed_at, on the
+    database's clock, with this attempt's time, which reconciliation searches from. An
+    opt-out committed before this statement stops the call; the row is skipped.
     """
-    now = timezone.now()
     mine = Delivery.objects.filter(pk=delivery.pk, claim_token=token, status=S.SENDING)
+    sending = Exists(Blast.objects.filter(pk=OuterRef("blast_id"), status=B.SENDING))
     stamped = retry_when_busy(
-        lambda: mine.exclude(phone_blocked_q()).update(claimed_at=now),
+        lambda: mine.filter(sending).exclude(phone_blocked_q()).update(claimed_at=DbNow()),
         what="checking a row before sending",
     )
     if stamped:
-        delivery.claimed_at = now
-        return True
+        return "go"
     reason = blocked_phones(phones=[delivery.phone]).get(delivery.phone)
     if reason:
         _skip(token, [delivery], reason)
-    return False
+        return "skipped"
+    # Still ours, so the blast stopped: the row goes back with the rest of the chunk.
+    return "stop" if mine.exists() else "lost"
 
 
 def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
@@ -498,6 +504,8 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
                 p.stop_reason = "paused"
 
     pool = p.pool
+    claimed = time.monotonic()
+    chunk_age_limit = settings.SMS_CLAIM_STALE_SECONDS / 2
     while pending:
         if not p.blast_still_sending() or time.monotonic() > p.deadline:
             break
@@ -516,16 +524,39 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
         if p.stop_reason or time.monotonic() < p.backoff_until:
             in_flight.release()
             continue
+        if time.monotonic() - claimed > chunk_age_limit:
+            # Passes sharing the rate can make a chunk's tail wait long: give it back
+            # before the sweeper could take it for a dead worker's.
+            in_flight.release()
+            break
+        slot = 0.0
         if p.limiter.rate > 0:
             slot = p.limiter.reserve()
             while (wait := slot - time.monotonic()) > 0:
+                if not p.blast_still_sending() or time.monotonic() > p.deadline:
+                    break
                 # Close to the slot, only collect answers: a write now could make it late.
                 drain(block_for=min(wait, 0.2), may_write=wait > 0.1)
+            if p.stop_reason or time.monotonic() > p.deadline:
+                in_flight.release()
+                break
             if not p.limiter.usable(slot):
                 in_flight.release()  # woke up too late for this slot: take a new one
                 continue
         delivery = pending.popleft()
-        if not _reclaim(token, delivery):
+        verdict = _reclaim(token, delivery)
+        if verdict == "stop":
+            pending.appendleft(delivery)
+            p.stop_reason = p.stop_reason or "blast stopped"
+            in_flight.release()
+            break
+        if verdict != "go":
+            in_flight.release()
+            continue
+        if p.limiter.rate > 0 and not p.limiter.usable(slot):
+            # The check itself waited (a busy database): sending now would bunch up
+            # with later slots. Back in line, with a new slot.
+            pending.appendleft(delivery)
             in_flight.release()
             continue
         outstanding += 1

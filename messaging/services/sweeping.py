@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.services.clock import DbNow
 from messaging.services.creating import blast_discard_preparing
 from messaging.services.lifecycle import blast_finish_if_done
 from messaging.services.queueing import blast_enqueue
@@ -32,7 +33,8 @@ PREPARING_STALE = timedelta(minutes=10)
 
 def deliveries_expire_stale_claims() -> int:
     """Rows left 'sending' by a worker that died mid-call: the outcome is unknown."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SMS_CLAIM_STALE_SECONDS)
+    # The database's clock, the one claims are stamped with (see delivery_claim).
+    cutoff = DbNow() - timedelta(seconds=settings.SMS_CLAIM_STALE_SECONDS)
     # The claim token stays: a late answer from a worker that was only slow still
     # settles the row (see _record).
     return Delivery.objects.filter(status=S.SENDING, claimed_at__lt=cutoff).update(

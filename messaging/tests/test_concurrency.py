@@ -255,18 +255,25 @@ def test_broker_down_at_creation_saves_the_blast_and_the_sweeper_sends_it(
 def test_a_slow_workers_expired_claims_are_not_sent_twice(fake_twilio, settings):
     """The sweeper may take a live but stalled worker's rows for a dead one's."""
     settings.SMS_RATE_PER_SECOND = 6
+    settings.SMS_MAX_IN_FLIGHT = 1
     settings.SMS_CLAIM_STALE_SECONDS = 1
     settings.SMS_RECONCILE_AFTER_MINUTES = 0
     make_members(30)
     blast = blast_create(body="Hello", community=True)
+    # The fourth request hangs: the worker, alive, is stuck waiting for its answer.
+    fake_twilio.script(*(Reply() for _ in range(3)), Reply(delay=2.0))
     slow = worker_thread(blast)
     slow.start()
-    assert fake_twilio.wait_for_messages(3, timeout=10)
+    deadline = time.monotonic() + 10
+    while fake_twilio.create_attempts < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(1.2)
-    # Meanwhile the sweeper and reconciliation run, and another worker picks up.
     from messaging.services import deliveries_expire_stale_claims, deliveries_reconcile
 
     assert deliveries_expire_stale_claims() > 0
+    # Reconciliation runs once Twilio has the hanging message (it never looks sooner
+    # than SMS_RECONCILE_AFTER_MINUTES, far longer than a request can take).
+    assert fake_twilio.wait_for_messages(4, timeout=10)
     assert deliveries_reconcile()["pending"] > 0
     finish(blast)
     slow.join(timeout=30)
