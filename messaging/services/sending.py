@@ -52,7 +52,7 @@ from messaging.sms import (
     status_callback_url,
 )
 from messaging.twilio_errors import describe
-from suppression.services import blocked_phones, phone_blocked_q
+from suppression.services import blocked_phones, failure_record, phone_blocked_q
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ def _record(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> 
     if not drained:
         return
     retry_when_busy(lambda: _record_once(p, drained), what="recording outcomes")
+    _classify_failures(p, drained)
     pause = p.watch.pause
     if pause is not None and not p.pause_applied:
         p.pause_applied = True
@@ -273,6 +274,27 @@ def _record(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> 
             p.stop_reason = reason
     if not p.canary_checked and not p.stop_reason:
         _check_canary(p)
+
+
+def _classify_failures(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> None:
+    """What a refusal says about the number: 21610 unsubscribes, a bad number is
+    suppressed, a transient failure is counted (suppression.services.failure_record).
+
+    After the outcomes are written: a failure here is logged and left to the backfill
+    command, never allowed to lose the outcomes or stop the pass.
+    """
+    for delivery, _, result in drained:
+        if result.outcome is not Outcome.FAILED or result.error_code is None:
+            continue
+        try:
+            retry_when_busy(
+                lambda d=delivery, r=result: failure_record(
+                    phone=d.phone, code=r.error_code, delivery_id=d.pk, blast_id=p.blast_id
+                ),
+                what="recording what a failure says about the number",
+            )
+        except Exception:
+            logger.exception("Could not classify the failure of delivery %s", delivery.pk)
 
 
 def _record_once(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> None:

@@ -31,7 +31,7 @@ from messaging.services import (
 from messaging.tests.conftest import make_members, phone
 from messaging.tests.fake_twilio import Reply
 from smsadmin.celery import app as celery_app
-from suppression.models import UnsubscribedContact
+from suppression.models import SuppressedContact, UnsubscribedContact
 
 S = Delivery.Status
 B = Blast.Status
@@ -354,3 +354,26 @@ def test_a_blast_paused_while_its_last_sends_finish_finishes(fake_twilio):
     blast.refresh_from_db()
     assert statuses(blast) == {S.SENT: 3}
     assert blast.status == B.SENT
+
+
+# --- What a failure at send time says about the number --------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_21610_at_send_time_unsubscribes_and_the_next_blast_skips_the_number(fake_twilio):
+    make_members(3)
+    fake_twilio.fail_number(phone(0), 21610)
+    fake_twilio.fail_number(phone(1), 21211)
+    run_to_end(blast_create(body="Hello", community=True))
+
+    unsubscribed = UnsubscribedContact.objects.get(phone=phone(0))
+    assert unsubscribed.source == UnsubscribedContact.Source.CARRIER
+    assert SuppressedContact.objects.filter(phone=phone(1), lifted=False).exists()
+
+    fake_twilio.reset()
+    later = run_to_end(blast_create(body="Meeting moved", community=True))
+    skipped = dict(
+        Delivery.objects.filter(blast=later, status=S.SKIPPED).values_list("phone", "skip_reason")
+    )
+    assert skipped == {phone(0): "unsubscribed", phone(1): "suppressed"}
+    assert [m["to"] for m in fake_twilio.messages] == [phone(2)]
