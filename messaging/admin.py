@@ -12,9 +12,11 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from messaging.models import Blast, Delivery, OutboxMessage
+from messaging.models import Blast, Delivery, InboundMessage, OutboxMessage
 from messaging.services import (
     blast_cancel,
     blast_pause,
@@ -382,3 +384,102 @@ class OutboxMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
+    """The inbox: what people texted us. Replies wait here until staff mark them handled;
+    keywords (STOP, START, HELP, JOIN) acted on their own and arrive handled."""
+
+    list_display = (
+        "received_at",
+        "phone",
+        "sender",
+        "body_excerpt",
+        "kind",
+        "blast",
+        "handled",
+    )
+    list_display_links = ("received_at", "body_excerpt")
+    list_filter = (
+        "handled",
+        "kind",
+        ("blast", admin.RelatedOnlyFieldListFilter),
+    )
+    list_select_related = ("member", "registration__event", "blast")
+    search_fields = ("=phone", "body", "member__last_name", "member__first_name", "=message_sid")
+    date_hierarchy = "received_at"
+    actions = ["mark_handled", "mark_not_handled"]
+    fields = (
+        "received_at",
+        "phone",
+        "to_number",
+        "member",
+        "registration",
+        "blast",
+        "body",
+        "media_links",
+        "kind",
+        "keyword",
+        "outcome",
+        "handled",
+        "handled_at",
+        "handled_by",
+        "message_sid",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        return super().get_queryset(request).defer("media_urls")
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        # Rows come from Twilio's webhook only.
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        # Only the actions change a message (handled or not); the page is read-only.
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        # What people texted is kept: a STOP is the evidence of an opt-out.
+        return False
+
+    @admin.display(description="member or registration")
+    def sender(self, obj: InboundMessage) -> str:
+        if obj.member is not None:
+            return str(obj.member)
+        if obj.registration is not None:
+            return f"{obj.registration.full_name or obj.phone} ({obj.registration.event.name})"
+        return ""
+
+    @admin.display(description="message")
+    def body_excerpt(self, obj: InboundMessage) -> str:
+        text = " ".join(obj.body.split())
+        return text if len(text) <= 120 else text[:119] + "…"
+
+    @admin.display(description="media")
+    def media_links(self, obj: InboundMessage):  # type: ignore[no-untyped-def]
+        if not obj.media_urls:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),  # noqa: S308 - a constant
+            '<a href="{}" rel="noreferrer noopener" target="_blank">{}</a>',
+            ((url, url) for url in obj.media_urls if str(url).startswith("https://")),
+        )
+
+    @admin.action(description="Mark selected messages as handled", permissions=["change"])
+    def mark_handled(self, request, queryset):  # type: ignore[no-untyped-def]
+        now = timezone.now()
+        done = queryset.filter(handled=False).update(
+            handled=True, handled_at=now, handled_by=request.user
+        )
+        self.message_user(
+            request, f"{_plural(done, 'message')} marked as handled.", messages.SUCCESS
+        )
+
+    @admin.action(description="Mark selected messages as not handled", permissions=["change"])
+    def mark_not_handled(self, request, queryset):  # type: ignore[no-untyped-def]
+        done = queryset.filter(handled=True).update(handled=False, handled_at=None, handled_by=None)
+        self.message_user(
+            request, f"{_plural(done, 'message')} marked as not handled.", messages.SUCCESS
+        )

@@ -166,6 +166,10 @@ class Delivery(models.Model):
         pending --(blast cancelled)--> cancelled
         (every "--> pending" above writes cancelled instead once the blast is cancelled)
         (created as skipped when unsubscribed or suppressed at compose time)
+        sending | unknown | sent, or pending | cancelled after an attempt --(a status
+            callback for the row's message: Twilio has it)--> sent (queued, sending, sent),
+            delivered, or failed (undelivered, failed); only forward, the first final
+            status stays (messaging/services/callbacks.py)
 
     A row leaves 'pending' only through a conditional UPDATE that checks its status,
     so no two workers ever send the same row; an unknown row is never sent again until
@@ -294,3 +298,84 @@ class SendRateLimiter(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class InboundMessage(models.Model):
+    """A text someone sent to our number, as Twilio's inbound webhook delivered it.
+
+    Every inbound message is kept once (by its SID: a webhook Twilio retries changes
+    nothing). Keywords act on their own: STOP and its variants unsubscribe, START lifts
+    it, HELP is answered, JOIN (when SMS_JOIN_KEYWORD is set) makes a member; those rows
+    are handled as they arrive. Anything else is a *reply*, waiting in the admin's inbox
+    until staff mark it handled. Each row is linked to the member or registration with
+    the sender's number and to the last blast that reached it.
+    """
+
+    class Kind(models.TextChoices):
+        REPLY = "reply", "Reply"
+        STOP = "stop", "Stop keyword (unsubscribed)"
+        START = "start", "Start keyword (re-subscribed)"
+        HELP = "help", "Help keyword (answered)"
+        JOIN = "join", "Join keyword (member added)"
+
+    message_sid = models.CharField("message SID", max_length=64, unique=True)
+    phone = models.CharField(
+        "from",
+        max_length=64,
+        db_index=True,
+        help_text="The sender in E.164 (as Twilio sent it when it is not a phone number).",
+    )
+    to_number = models.CharField("to", max_length=64, blank=True)
+    body = models.TextField(blank=True)
+    num_media = models.PositiveSmallIntegerField("media", default=0)
+    media_urls = models.JSONField(default=list, blank=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.REPLY)
+    keyword = models.CharField(
+        max_length=32, blank=True, help_text="The keyword as recognised, e.g. STOP."
+    )
+    outcome = models.CharField(
+        max_length=255, blank=True, help_text="What the keyword did, e.g. already unsubscribed."
+    )
+    member = models.ForeignKey(
+        "members.Member",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="inbound_messages",
+    )
+    registration = models.ForeignKey(
+        "events.Registration",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The newest registration with this number, when no member has it.",
+    )
+    blast = models.ForeignKey(
+        Blast,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="inbound_messages",
+        help_text="The last blast sent to this number before the message came in.",
+    )
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    handled = models.BooleanField(default=False)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = "inbound message"
+        indexes = [
+            models.Index(fields=["handled", "-received_at"], name="inbound_handled_received")
+        ]
+
+    def __str__(self) -> str:
+        return f"from {self.phone}: {self.body[:40]}"

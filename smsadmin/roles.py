@@ -38,6 +38,9 @@ SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
         "send_blast",
         "view_delivery",
         "view_outboxmessage",
+        # The inbox: reading replies and marking them handled.
+        "view_inboundmessage",
+        "change_inboundmessage",
     ],
     "suppression": [
         "add_unsubscribedcontact",

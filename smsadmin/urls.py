@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from messaging import webhooks
 from smsadmin import views
 from smsadmin.auth import ForcedPasswordChangeView
 
@@ -26,4 +27,6 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("webhooks/twilio/status/", webhooks.twilio_status, name="twilio_status"),
+    path("webhooks/twilio/inbound/", webhooks.twilio_inbound, name="twilio_inbound"),
 ]

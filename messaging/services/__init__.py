@@ -9,19 +9,25 @@ One module per concern, so each rule lives in one place:
   the canary and the automatic pauses);
 - ``rate_limit``: the send rate shared by every worker, on the database's clock;
 - ``sweeping``: the minute sweeper that puts right what a dead worker or broker left;
-- ``reconciling``: settling rows whose outcome is unknown from Twilio's own records.
+- ``reconciling``: settling rows whose outcome is unknown from Twilio's own records;
+- ``callbacks``: Twilio's status callbacks, moving a row's status only forward;
+- ``inbound``: texts people send us (STOP, START, HELP, JOIN, and replies for the inbox).
 
 The rules every function keeps:
 - Rows in the database are the truth, never the broker: a task may run twice, late,
   or not at all, and the sweeper puts things right from the rows.
-- A delivery leaves 'pending' only through a conditional UPDATE (delivery_claim), so no
-  two workers ever send the same row.
+- A delivery leaves 'pending' only through a conditional UPDATE (delivery_claim, or a
+  status callback proving Twilio already has its message), so no two workers ever send
+  the same row.
 - A row whose outcome is unknown is never sent again until Twilio's own message list
-  says it did not go out (reconciling), or staff decide.
+  says it did not go out (reconciling), or staff decide; a status callback for its
+  message settles it at any time.
 """
 
+from messaging.services.callbacks import delivery_status_callback
 from messaging.services.creating import BlastError, blast_create, blast_validate
 from messaging.services.decisions import delivery_mark_sent, delivery_send_again
+from messaging.services.inbound import inbound_receive
 from messaging.services.lifecycle import (
     blast_cancel,
     blast_finish_if_done,
@@ -58,5 +64,7 @@ __all__ = [
     "delivery_mark_sent",
     "delivery_reconcile",
     "delivery_send_again",
+    "delivery_status_callback",
+    "inbound_receive",
     "retry_delay",
 ]

@@ -7,6 +7,14 @@ first, ``PageSize`` (default 50, at most 1000) and ``next_page_uri`` paging,
 and ``date_sent`` left empty while a message is still queued. Nothing here
 imports Django: benchmarks and out-of-process end-to-end runs import or execute
 this module directly (``python -m messaging.tests.fake_twilio --port 0 --latency-ms 150``).
+
+Like Twilio it can call back: with ``status_callbacks`` on, every message created with a
+``StatusCallback`` is reported there (sent, then delivered, or the outcome scripted for
+its number with :meth:`FakeTwilio.set_outcome`), each POST signed with the auth token
+exactly as Twilio signs (``X-Twilio-Signature``, the twilio library's own algorithm).
+:meth:`FakeTwilio.send_inbound` posts a signed inbound message to a webhook URL, as
+Twilio does when someone texts our number. Out of process: ``--status-callbacks`` and the
+``/_fake/outcome``, ``/_fake/inbound`` and ``/_fake/callbacks`` control endpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import contextlib
 import copy
 import json
 import math
+import queue
 import re
 import signal
 import socket
@@ -36,13 +45,18 @@ from types import FrameType, TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import requests
+from twilio.request_validator import RequestValidator
+
 __all__ = [
     "API_VERSION",
     "DEFAULT_ACCOUNT_SID",
     "DEFAULT_AUTH_TOKEN",
     "FakeTwilio",
     "Reply",
+    "inbound_params",
     "main",
+    "sign",
 ]
 
 API_VERSION = "2010-04-01"
@@ -365,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         body = self._read_body()
         if split.path.startswith("/_fake/"):
-            self._control(method, split.path)
+            self._control(method, split.path, body)
             return
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         match = _MESSAGES_PATH.match(split.path)
@@ -455,15 +469,48 @@ class _Handler(BaseHTTPRequestHandler):
                     return
         self._send_json(200, page)
 
-    def _control(self, method: str, path: str) -> None:
+    def _control(self, method: str, path: str, body: bytes = b"") -> None:
         fake = self.server.fake
         if method == "GET" and path == "/_fake/stats":
             self._send_json(200, fake.stats())
         elif method == "GET" and path == "/_fake/messages":
             self._send_json(200, {"messages": fake.messages})
+        elif method == "GET" and path == "/_fake/callbacks":
+            self._send_json(200, {"callbacks": fake.callbacks})
         elif method == "POST" and path == "/_fake/reset":
             fake.reset()
             self._send_json(200, {"ok": True})
+        elif method == "POST" and path in ("/_fake/outcome", "/_fake/inbound"):
+            try:
+                data = json.loads(body or b"{}")
+                if path == "/_fake/outcome":
+                    fake.set_outcome(
+                        data["to"], data.get("status", "undelivered"), data.get("error_code")
+                    )
+                    self._send_json(200, {"ok": True})
+                    return
+                answer = fake.send_inbound(
+                    data["url"],
+                    from_=data["from"],
+                    body=data.get("body", ""),
+                    to=data.get("to"),
+                    extra=data.get("params") or {},
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                self._send_json(400, {"error": f"{type(exc).__name__}: {exc}"})
+                return
+            except requests.RequestException as exc:
+                self._send_json(502, {"error": f"{type(exc).__name__}: {exc}"})
+                return
+            self._send_json(
+                200,
+                {
+                    "status": answer.status_code,
+                    "body": answer.text,
+                    "content_type": answer.headers.get("Content-Type", ""),
+                    "message_sid": answer.request.body and _sid_of(answer.request.body),
+                },
+            )
         else:
             self._send_json(404, {"error": f"unknown control endpoint {method} {path}"})
 
@@ -482,6 +529,56 @@ def _text(params: Mapping[str, str | list[str]], key: str) -> str:
     return (value or "").strip()
 
 
+def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """X-Twilio-Signature for a POST of ``params`` to ``url``, as Twilio computes it."""
+    return RequestValidator(auth_token).compute_signature(url, dict(params))
+
+
+def _sid_of(body: str | bytes) -> str:
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    return parse_qs(text).get("MessageSid", [""])[-1]
+
+
+def inbound_params(
+    *,
+    account_sid: str = DEFAULT_ACCOUNT_SID,
+    from_: str,
+    body: str = "",
+    to: str | None = None,
+    message_sid: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The form Twilio posts to a number's inbound webhook when someone texts it."""
+    sid = message_sid or "SM" + uuid.uuid4().hex
+    return {
+        "AccountSid": account_sid,
+        "ApiVersion": API_VERSION,
+        "Body": body,
+        "From": from_,
+        "FromCountry": "US",
+        "MessageSid": sid,
+        "NumMedia": "0",
+        "NumSegments": str(_num_segments(body)),
+        "SmsMessageSid": sid,
+        "SmsSid": sid,
+        "SmsStatus": "received",
+        "To": to or "+15005550006",
+        "ToCountry": "US",
+        **dict(extra or {}),
+    }
+
+
+# Twilio's outcomes that end a message, and the statuses a status callback reports.
+_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "read", "canceled"})
+
+
+@dataclass
+class _Callback:
+    due: float
+    url: str
+    params: dict[str, str]
+
+
 class FakeTwilio:
     """Threaded fake of Twilio's Messages API; see the module docstring.
 
@@ -497,6 +594,8 @@ class FakeTwilio:
         account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = DEFAULT_AUTH_TOKEN,
         latency: float = 0.0,
+        status_callbacks: bool = False,
+        callback_delay: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -507,6 +606,16 @@ class FakeTwilio:
         self._initial_latency = latency
         #: Rewrite posted bodies like a Messaging Service with Smart Encoding on.
         self.smart_encoding = False
+        #: Report each message created with a StatusCallback there, signed, like Twilio.
+        self.status_callbacks = status_callbacks
+        #: Seconds between a create (or the previous callback of a message) and a callback.
+        self.callback_delay = callback_delay
+        #: Send every callback twice / the final status before "sent".
+        self.callback_duplicates = False
+        self.callback_reversed = False
+        self._callback_queue: queue.Queue[_Callback | None] = queue.Queue()
+        self._callback_thread: threading.Thread | None = None
+        self._session = requests.Session()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -536,6 +645,10 @@ class FakeTwilio:
             daemon=True,
         )
         self._thread.start()
+        self._callback_thread = threading.Thread(
+            target=self._send_callbacks, name=f"fake-twilio-callbacks-{self.port}", daemon=True
+        )
+        self._callback_thread.start()
         return self
 
     def stop(self) -> None:
@@ -555,6 +668,11 @@ class FakeTwilio:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._callback_thread is not None:
+            self._callback_queue.put(None)
+            self._callback_thread.join(timeout=5)
+            self._callback_thread = None
+        self._session.close()
 
     def __enter__(self) -> FakeTwilio:
         return self.start()
@@ -625,12 +743,118 @@ class FakeTwilio:
             )
             return copy.deepcopy(stored.resource)
 
+    def set_outcome(
+        self, to: str, status: str = "undelivered", error_code: int | None = None
+    ) -> None:
+        """What Twilio reports in the end for messages to ``to`` (default: delivered).
+
+        ``status`` is a final status (``undelivered``, ``failed``, ``delivered``);
+        ``error_code`` goes in the callback's ErrorCode (e.g. 30006, 21610).
+        """
+        if status not in _FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final message status")
+        with self._lock:
+            self._outcomes[to] = (status, error_code)
+
+    def callback_params(
+        self, sid: str, status: str, error_code: int | None = None
+    ) -> dict[str, str]:
+        """The form Twilio posts to a StatusCallback for message ``sid`` in ``status``."""
+        with self._lock:
+            stored = self._by_sid.get(sid)
+            resource = copy.deepcopy(stored.resource) if stored is not None else {}
+        params = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "From": resource.get("from") or "",
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "SmsSid": sid,
+            "SmsStatus": status,
+            "To": resource.get("to") or "",
+        }
+        if resource.get("messaging_service_sid"):
+            params["MessagingServiceSid"] = resource["messaging_service_sid"]
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        if status == "delivered":
+            params["RawDlrDoneDate"] = datetime.now(UTC).strftime("%y%m%d%H%M")
+        return params
+
+    def post_signed(
+        self, url: str, params: Mapping[str, str], *, signature: str | None = None
+    ) -> requests.Response:
+        """POST ``params`` to ``url`` as Twilio does, signed (or with ``signature``)."""
+        headers = {
+            "X-Twilio-Signature": sign(self.auth_token, url, params)
+            if signature is None
+            else signature,
+            "User-Agent": "TwilioProxy/1.1",
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+        }
+        return self._session.post(
+            url, data=urlencode(dict(params)).encode("utf-8"), headers=headers, timeout=10
+        )
+
+    def send_status_callback(
+        self, sid: str, status: str, *, error_code: int | None = None, url: str | None = None
+    ) -> requests.Response:
+        """Report ``status`` of message ``sid`` now, to its StatusCallback (or ``url``)."""
+        if url is None:
+            with self._lock:
+                stored = self._by_sid.get(sid)
+                url = _text(stored.params, "StatusCallback") if stored is not None else ""
+            if not url:
+                raise ValueError(f"message {sid} has no StatusCallback")
+        params = self.callback_params(sid, status, error_code)
+        response = self.post_signed(url, params)
+        self._record_callback(url, params, response.status_code, "")
+        return response
+
+    def send_inbound(
+        self,
+        url: str,
+        *,
+        from_: str,
+        body: str = "",
+        to: str | None = None,
+        message_sid: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Someone texts our number: Twilio's signed inbound webhook POST to ``url``.
+
+        ``extra`` adds or replaces fields (``OptOutType``, ``NumMedia``, ``MediaUrl0``...).
+        Returns our answer (TwiML).
+        """
+        params = inbound_params(
+            account_sid=self.account_sid,
+            from_=from_,
+            body=body,
+            to=to,
+            message_sid=message_sid,
+            extra=extra,
+        )
+        return self.post_signed(url, params)
+
+    @property
+    def callbacks(self) -> list[dict[str, Any]]:
+        """Status callbacks sent so far: url, params, the answer's HTTP status (or error)."""
+        with self._lock:
+            return copy.deepcopy(self._callbacks)
+
+    def wait_for_callbacks(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``count`` status callbacks were answered; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._callbacks) >= count, timeout)
+
     def reset(self) -> None:
         """Forget messages, scripts, failures and counters; restore latency."""
         with self._lock:
             self._reset_state()
             self.latency = self._initial_latency
             self.smart_encoding = False
+            self.callback_duplicates = False
+            self.callback_reversed = False
 
     # -- introspection ---------------------------------------------------
 
@@ -701,6 +925,49 @@ class FakeTwilio:
 
     # -- internals used by the handler -----------------------------------
 
+    def _schedule_callbacks(self, resource: Mapping[str, Any], url: str) -> None:
+        with self._lock:
+            final, code = self._outcomes.get(resource["to"], ("delivered", None))
+        steps: list[tuple[str, int | None]] = [("sent", None), (final, code)]
+        if self.callback_reversed:
+            steps.reverse()
+        if self.callback_duplicates:
+            steps = [step for step in steps for _ in range(2)]
+        due = time.monotonic()
+        for status, error_code in steps:
+            due += self.callback_delay
+            params = self.callback_params(resource["sid"], status, error_code)
+            self._callback_queue.put(_Callback(due=due, url=url, params=params))
+
+    def _send_callbacks(self) -> None:
+        """One thread posts every scheduled callback, in order, each when it is due."""
+        while True:
+            item = self._callback_queue.get()
+            if item is None or self._stopping.is_set():
+                return
+            if not self._sleep(item.due - time.monotonic()):
+                return
+            status, error = 0, ""
+            try:
+                status = self.post_signed(item.url, item.params).status_code
+            except requests.RequestException as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            self._record_callback(item.url, item.params, status, error)
+
+    def _record_callback(
+        self, url: str, params: Mapping[str, str], status: int, error: str
+    ) -> None:
+        with self._lock:
+            stored = self._by_sid.get(params.get("MessageSid", ""))
+            if stored is not None and params.get("MessageStatus") in _FINAL_STATUSES:
+                stored.resource["status"] = params["MessageStatus"]
+                if params.get("ErrorCode"):
+                    stored.resource["error_code"] = int(params["ErrorCode"])
+            self._callbacks.append(
+                {"url": url, "params": dict(params), "status": status, "error": error}
+            )
+            self._changed.notify_all()
+
     def _reset_state(self) -> None:
         self._messages: list[_Stored] = []
         self._by_sid: dict[str, _Stored] = {}
@@ -714,6 +981,8 @@ class FakeTwilio:
         self._create_times: list[float] = []
         self._in_flight = 0
         self._max_in_flight = 0
+        self._outcomes: dict[str, tuple[str, int | None]] = {}
+        self._callbacks: list[dict[str, Any]] = []
 
     def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
@@ -781,7 +1050,11 @@ class FakeTwilio:
         now = _utc_now()
         with self._lock:
             stored = self._store_locked(params, created_at=now, sent_at=now, status=None, sid=None)
-            return copy.deepcopy(stored.resource)
+            resource = copy.deepcopy(stored.resource)
+        url = _text(params, "StatusCallback")
+        if self.status_callbacks and url:
+            self._schedule_callbacks(resource, url)
+        return resource
 
     def _store_locked(
         self,
@@ -937,6 +1210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument(
+        "--status-callbacks",
+        action="store_true",
+        help="report each message to its StatusCallback (sent, then delivered), signed",
+    )
+    parser.add_argument("--callback-delay-ms", type=float, default=50.0)
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -953,6 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
         account_sid=args.account_sid,
         auth_token=args.auth_token,
         latency=args.latency_ms / 1000.0,
+        status_callbacks=args.status_callbacks,
+        callback_delay=args.callback_delay_ms / 1000.0,
     )
     fake.start()
     # One machine-readable line; the parent process parses it to find the port.

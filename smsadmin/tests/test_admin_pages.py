@@ -21,6 +21,7 @@ NO_ADD_PAGE = {
     "messaging.Blast",
     "messaging.Delivery",
     "messaging.OutboxMessage",
+    "messaging.InboundMessage",  # made by Twilio's inbound webhook
     "members.ImportJob",  # made by an upload on the members or event page
     "suppression.FailureEvent",  # recorded by the classifier only
 }
