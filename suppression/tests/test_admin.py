@@ -2,6 +2,7 @@
 search by any phone form, adding an unsubscribe, the failures list."""
 
 import pytest
+from django.apps import apps
 
 from messaging.models import Blast, Delivery
 from suppression.models import FailureEvent, UnsubscribedContact
@@ -117,3 +118,18 @@ def test_manager_cannot_add_a_suppression_or_touch_failures(manager_client, fail
     event = FailureEvent.objects.first()
     assert manager_client.get(f"{FAILURES}{event.pk}/change/").status_code == 200
     assert manager_client.post(f"{FAILURES}{event.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_record_pages_open_read_only_with_their_evidence(admin_client, failures):
+    blast, rows = failures
+    for url, model_name in (
+        (SUPPRESSED, "suppressedcontact"),
+        (UNSUBSCRIBED, "unsubscribedcontact"),
+        (FAILURES, "failureevent"),
+    ):
+        row = apps.get_model("suppression", model_name).objects.first()
+        page = admin_client.get(f"{url}{row.pk}/change/")
+        assert page.status_code == 200, url
+        text = page.content.decode()
+        assert 'name="_save"' not in text
+        assert f"/admin/messaging/blast/{blast.pk}/change/" in text
