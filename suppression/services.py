@@ -350,6 +350,7 @@ def failure_decide(
 
 
 @transaction.atomic
+@transaction.atomic  # the per-number lock lasts until the end of this transaction
 def failure_record(
     *,
     phone: str,
