@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from django.db import connections
@@ -25,37 +24,12 @@ from messaging.services import (
     blasts_sweep,
     delivery_claim,
 )
-from messaging.tests.conftest import make_members, phone
+from messaging.tests.conftest import busiest_second, make_members, phone, run_threads
 from messaging.tests.fake_twilio import Reply
 from smsadmin.celery import app as celery_app
 
 S = Delivery.Status
 B = Blast.Status
-
-
-def run_threads(target: Callable[[int], object], n: int) -> list[object]:
-    """Start n threads at the same moment; re-raise the first error any of them hit."""
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:  # reported to the test below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    if errors:
-        raise errors[0]
-    return results
 
 
 def worker_thread(blast: Blast) -> threading.Thread:
@@ -125,12 +99,6 @@ def test_the_same_task_delivered_twice_sends_once(fake_twilio):
     finish(blast)
     assert fake_twilio.create_attempts == 150
     assert len({m["to"] for m in fake_twilio.messages}) == 150
-
-
-def busiest_second(times: list[float]) -> int:
-    """The most requests that arrived within any one-second window."""
-    times = sorted(times)
-    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -22,27 +21,12 @@ from messaging.services import (
     deliveries_reconcile,
     delivery_claim,
 )
-from messaging.tests.conftest import make_event, make_members, phone
+from messaging.tests.conftest import make_event, make_members, phone, run_to_end, statuses
 from messaging.tests.fake_twilio import Reply
 from suppression.models import SuppressedContact, UnsubscribedContact
 
 S = Delivery.Status
 B = Blast.Status
-
-
-def run_to_end(blast: Blast, *, rounds: int = 50) -> Blast:
-    """What the task does: pass after pass until nothing is left for a worker now."""
-    for _ in range(rounds):
-        again = blast_process(blast_id=blast.pk, time_budget=60)
-        if again is None:
-            break
-        time.sleep(again)
-    blast.refresh_from_db()
-    return blast
-
-
-def statuses(blast: Blast) -> Counter:
-    return Counter(Delivery.objects.filter(blast=blast).values_list("status", flat=True))
 
 
 @pytest.mark.django_db

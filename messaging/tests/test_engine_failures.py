@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from members.models import Member
@@ -28,40 +28,13 @@ from messaging.services import (
     blasts_sweep,
     sending,
 )
-from messaging.tests.conftest import make_members, phone
+from messaging.tests.conftest import in_thread, make_members, phone, run_to_end, statuses
 from messaging.tests.fake_twilio import Reply
 from smsadmin.celery import app as celery_app
 from suppression.models import SuppressedContact, UnsubscribedContact
 
 S = Delivery.Status
 B = Blast.Status
-
-
-def run_to_end(blast: Blast, *, rounds: int = 50) -> Blast:
-    """What the task does: pass after pass until nothing is left for a worker now."""
-    for _ in range(rounds):
-        again = blast_process(blast_id=blast.pk, time_budget=60)
-        if again is None:
-            break
-        time.sleep(again)
-    blast.refresh_from_db()
-    return blast
-
-
-def statuses(blast: Blast) -> Counter:
-    return Counter(Delivery.objects.filter(blast=blast).values_list("status", flat=True))
-
-
-def in_thread(target) -> threading.Thread:  # type: ignore[no-untyped-def]
-    def body() -> None:
-        try:
-            target()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    return thread
 
 
 # --- 3. One recipient's error never wedges the blast ----------------------------------------

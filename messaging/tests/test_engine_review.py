@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery, SendRateLimiter
@@ -30,38 +30,18 @@ from messaging.services import (
     deliveries_reconcile,
 )
 from messaging.tests import fake_twilio as fake_module
-from messaging.tests.conftest import FROM_NUMBER, make_members, phone
+from messaging.tests.conftest import (
+    FROM_NUMBER,
+    busiest_second,
+    in_thread,
+    make_members,
+    phone,
+    run_to_end,
+)
 from messaging.tests.fake_twilio import Reply
 
 S = Delivery.Status
 B = Blast.Status
-
-
-def in_thread(target) -> threading.Thread:  # type: ignore[no-untyped-def]
-    def body() -> None:
-        try:
-            target()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread
-
-
-def run_to_end(blast: Blast, *, rounds: int = 30) -> Blast:
-    for _ in range(rounds):
-        again = blast_process(blast_id=blast.pk, time_budget=30)
-        if again is None:
-            break
-        time.sleep(again)
-    blast.refresh_from_db()
-    return blast
-
-
-def busiest_second(times: list[float]) -> int:
-    times = sorted(times)
-    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
 
 
 # --- 1. Cancel / pause are not honoured by a pass already running -------------------------

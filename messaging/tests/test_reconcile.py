@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -20,28 +19,16 @@ from messaging.models import Blast, Delivery, OutboxMessage
 from messaging.services import (
     blast_cancel,
     blast_create,
-    blast_process,
     deliveries_reconcile,
     delivery_reconcile,
 )
 from messaging.sms import LIST_PAGE_SIZE
-from messaging.tests.conftest import FROM_NUMBER, make_members, phone
+from messaging.tests.conftest import FROM_NUMBER, make_members, phone, run_to_end
 from messaging.tests.fake_twilio import Reply
 
 S = Delivery.Status
 B = Blast.Status
 A = Delivery.Attention
-
-
-def run_to_end(blast: Blast, *, rounds: int = 50) -> Blast:
-    """What the send task does: pass after pass until nothing is left for a worker now."""
-    for _ in range(rounds):
-        again = blast_process(blast_id=blast.pk, time_budget=60)
-        if again is None:
-            break
-        time.sleep(again)
-    blast.refresh_from_db()
-    return blast
 
 
 def only_row(blast: Blast) -> Delivery:

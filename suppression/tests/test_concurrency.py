@@ -3,40 +3,14 @@ workers, the engine and a callback at once) are counted as if one after the othe
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connections
 
 from messaging.models import Blast, Delivery
+from messaging.tests.conftest import run_threads
 from suppression.models import FailureEvent, SuppressedContact, UnsubscribedContact
 from suppression.services import failure_record, unsubscribe
 
 PHONE = "+12015550181"
-
-
-def run_threads(target, n: int) -> list:  # type: ignore[no-untyped-def]
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    if errors:
-        raise errors[0]
-    return results
 
 
 def deliveries(code: int, n: int) -> list[Delivery]:
