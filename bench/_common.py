@@ -1,14 +1,18 @@
-"""Shared by the benchmarks under bench/: the fake Twilio process, environments, subprocesses.
+"""Shared by the benchmarks under bench/: the fake Twilio process, environments, subprocesses,
+the copy of the tree every process runs from, and throwaway PostgreSQL databases.
 
-Nothing here imports Django: the driver (bench/send_10k.py) only starts processes and reads
-their JSON, so what it measures runs in processes of its own, each with the GIL to itself.
+Nothing here imports Django: the drivers (bench/send_10k.py, bench/create_100k.py) only
+start processes and read their JSON, so what they measure runs in processes of its own,
+each with the GIL to itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -27,8 +32,61 @@ FROM_NUMBER = "+15005550006"
 BODY = "Hi {first_name}, the community garden opens Saturday at 9am. Reply STOP to opt out."
 
 
+# The code a blast runs through, fingerprinted in the output. The work tree is edited
+# while benchmarks run, so every process runs from a copy taken at the start: all runs
+# measure the same code, and the fingerprint says which.
+ENGINE_SOURCES = [
+    *sorted(f"messaging/services/{p.name}" for p in (ROOT / "messaging/services").glob("*.py")),
+    "messaging/sms.py",
+    "messaging/models.py",
+    "messaging/templating.py",
+    "suppression/services.py",
+    "smsadmin/phones.py",
+    "smsadmin/settings.py",
+]
+SNAPSHOT_SKIP = {".git", ".venv", "var", ".env", ".pytest_cache", ".ruff_cache", "__pycache__"}
+
+
 class BenchError(RuntimeError):
     """A benchmark run went wrong: its figures must not be reported."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def engine_fingerprint(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ENGINE_SOURCES:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def snapshot_tree(parent: Path) -> Path:
+    """A copy of the project's code (no venv, git, var or .env) to run every process from."""
+    dest = parent / "src"
+    shutil.copytree(
+        ROOT,
+        dest,
+        ignore=lambda folder, names: [n for n in names if n in SNAPSHOT_SKIP],
+    )
+    return dest
+
+
+@contextmanager
+def postgres_database(base_url: str, suffix: str) -> Iterator[str]:
+    """A throwaway database on TEST_POSTGRES_URL's server, dropped afterwards."""
+    import psycopg
+
+    name = f"smsadmin_bench_{os.getpid()}_{suffix}"
+    parts = urlsplit(base_url)
+    admin = psycopg.connect(base_url, autocommit=True)
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(parts._replace(path="/" + name))
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def phone(i: int) -> str:
@@ -141,7 +199,7 @@ def check_fake_stored(fake: Fake, *, expected: int) -> dict[str, Any]:
 
 def django_env(
     var_dir: Path,
-    fake: Fake,
+    fake: Fake | None,
     *,
     database_url: str | None = None,
     extra: Mapping[str, str] | None = None,
@@ -150,6 +208,7 @@ def django_env(
 
     Inherited SMS_*, TWILIO_* (TWILIO_REGION / TWILIO_EDGE included), CELERY_* and
     DATABASE_URL are dropped so the machine's own settings cannot leak into a run.
+    Without a fake, the console backend: for benchmarks that send nothing.
     """
     env = {
         k: v
@@ -165,17 +224,23 @@ def django_env(
             "SECRET_KEY": "bench",
             "DEBUG": "false",
             "LOG_LEVEL": "WARNING",
-            "SMS_BACKEND": "twilio",
-            "TWILIO_API_BASE_URL": fake.url,
-            "TWILIO_ACCOUNT_SID": fake.account_sid,
-            "TWILIO_AUTH_TOKEN": fake.auth_token,
-            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            "SMS_BACKEND": "console",
             # Unlimited: the benchmark measures the engine, not the configured rate.
             "SMS_RATE_PER_SECOND": "0",
             "SMS_MAX_IN_FLIGHT": "10",
             "CELERY_BROKER_URL": "memory://",
         }
     )
+    if fake is not None:
+        env.update(
+            {
+                "SMS_BACKEND": "twilio",
+                "TWILIO_API_BASE_URL": fake.url,
+                "TWILIO_ACCOUNT_SID": fake.account_sid,
+                "TWILIO_AUTH_TOKEN": fake.auth_token,
+                "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            }
+        )
     env.update(extra or {})
     return env
 

@@ -24,90 +24,37 @@ Prints markdown tables for docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    ENGINE_SOURCES,
     PYTHON,
     ROOT,
     BenchError,
     Fake,
     check_fake_stored,
     django_env,
+    engine_fingerprint,
     fake_reset,
     fake_stats,
     fake_twilio,
+    log,
+    postgres_database,
     run,
     run_json,
+    snapshot_tree,
 )
 
 MAX_IN_FLIGHT = 10
-# The code a blast runs through, fingerprinted in the output. The work tree is edited
-# while benchmarks run, so every process runs from a copy taken at the start: all runs
-# measure the same code, and the fingerprint says which.
-ENGINE_SOURCES = [
-    *sorted(f"messaging/services/{p.name}" for p in (ROOT / "messaging/services").glob("*.py")),
-    "messaging/sms.py",
-    "messaging/models.py",
-    "messaging/templating.py",
-    "suppression/services.py",
-    "smsadmin/phones.py",
-    "smsadmin/settings.py",
-]
-
-
-SNAPSHOT_SKIP = {".git", ".venv", "var", ".env", ".pytest_cache", ".ruff_cache", "__pycache__"}
-
-
-def engine_fingerprint(root: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ENGINE_SOURCES:
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-def snapshot_tree(parent: Path) -> Path:
-    """A copy of the project's code (no venv, git, var or .env) to run every process from."""
-    dest = parent / "src"
-    shutil.copytree(
-        ROOT,
-        dest,
-        ignore=lambda folder, names: [n for n in names if n in SNAPSHOT_SKIP],
-    )
-    return dest
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def postgres_database(base_url: str, suffix: str) -> Iterator[str]:
-    """A throwaway database on TEST_POSTGRES_URL's server, dropped afterwards."""
-    import psycopg
-
-    name = f"smsadmin_bench_{os.getpid()}_{suffix}"
-    parts = urlsplit(base_url)
-    admin = psycopg.connect(base_url, autocommit=True)
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(parts._replace(path="/" + name))
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def engine_run(
