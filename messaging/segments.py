@@ -58,7 +58,7 @@ def _lookalikes() -> dict[str, str]:
     add("\u2039", "<")
     add("\u203a", ">")
     # Hyphens, dashes and the minus sign.
-    add("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-")
+    add("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63\uff0d", "-")
     add("\u2026", "...")
     # No-break and typographic spaces.
     add("\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a", " ")
@@ -68,6 +68,7 @@ def _lookalikes() -> dict[str, str]:
     add("\u200b\u200c\u200d\u2060\ufeff\u00ad", "")
     add("\u2044\u2215\uff0f", "/")
     add("\u02c6\uff3e", "^")
+    add("\u02dc", "~")
     add("\u00bc", "1/4")
     add("\u00bd", "1/2")
     add("\u00be", "3/4")

@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.segments import gsm_replace
 from messaging.services.clock import DbNow
 from messaging.services.lifecycle import back_to_pending, blast_finish_if_done, blast_status_locked
 from messaging.services.queueing import blast_enqueue
@@ -49,26 +50,11 @@ CLOCK_SKEW = timedelta(minutes=2)
 # text is another send (a staff test, another tool) and this attempt is not in the list.
 LATE_LOOKAHEAD = timedelta(minutes=5)
 
-# Look-alikes Twilio's Smart Encoding replaces with GSM characters (and a few it may
-# leave alone): mapped the same way on both sides before texts are compared.
-_LOOK_ALIKES = str.maketrans(
-    {
-        **dict.fromkeys("\u201c\u201d\u201e\u201f\u00ab\u00bb\u2033\u02ba\uff02", '"'),
-        **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u02b9\u02bc\u2039\u203a\u00b4`", "'"),
-        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63", "-"),
-        "\u2026": "...",
-        "\u2044": "/",
-        "\u2215": "/",
-        "\u02c6": "^",
-        "\u02dc": "~",
-        **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff\u00ad", ""),
-    }
-)
-
 
 def normalised_text(text: str) -> str:
-    """A message text as compared: look-alikes mapped, whitespace collapsed, any case."""
-    text = unicodedata.normalize("NFKC", text).translate(_LOOK_ALIKES)
+    """A message text as compared: look-alikes mapped as Twilio's Smart Encoding maps
+    them (the table compose uses too), whitespace collapsed, any case."""
+    text = gsm_replace(text=unicodedata.normalize("NFKC", text))
     return " ".join(text.split()).casefold()
 
 
