@@ -299,6 +299,19 @@ class Decision:
     first_at: datetime | None = None  # the earliest of them
 
 
+def _busiest_window(times: list[datetime], at: datetime) -> tuple[int, datetime]:
+    """The most failures in one window (end - 90 days, end] that holds ``at``, and
+    the first of them; ``times`` is sorted and includes ``at``."""
+    best, first = 0, at
+    for end in times:
+        if end < at or end - TRANSIENT_WINDOW >= at:
+            continue
+        inside = [t for t in times if end - TRANSIENT_WINDOW < t <= end]
+        if len(inside) > best:
+            best, first = len(inside), inside[0]
+    return best, first
+
+
 def failure_decide(
     *,
     phone: str,
@@ -332,13 +345,20 @@ def failure_decide(
     since = at - TRANSIENT_WINDOW
     if last_lift is not None:
         since = max(since, last_lift)
-    earlier = FailureEvent.objects.filter(
-        phone=phone, category=NumberAction.TRANSIENT, failed_at__gt=since, failed_at__lte=at
+    until = at + TRANSIENT_WINDOW
+    # Status callbacks arrive late and out of order (and two workers may each stamp
+    # "now" before taking the number's lock): a failure recorded earlier can have
+    # happened later. So look both ways and take the busiest 90-day window that holds
+    # this failure; counting only earlier ones could leave three failures uncounted.
+    nearby = FailureEvent.objects.filter(
+        phone=phone, category=NumberAction.TRANSIENT, failed_at__gt=since, failed_at__lt=until
     )
-    times = list(earlier.values_list("failed_at", flat=True))
-    times += [t for t in planned_transient if since < t <= at]
-    count = len(times) + 1
-    first_at = min([*times, at])
+    times = sorted(
+        [*nearby.values_list("failed_at", flat=True)]
+        + [t for t in planned_transient if since < t < until]
+        + [at]
+    )
+    count, first_at = _busiest_window(times, at)
     already = (
         planned_suppressed or SuppressedContact.objects.filter(phone=phone, lifted=False).exists()
     )

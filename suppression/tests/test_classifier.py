@@ -122,6 +122,27 @@ def test_three_transient_failures_across_blasts_suppress_two_do_not():
     assert Delivery.objects.values("blast_id").distinct().count() == 3
 
 
+def test_transient_failures_reported_out_of_order_still_suppress_on_the_third():
+    # Status callbacks arrive late and in any order: the failure of 10 days ago can be
+    # recorded after today's. Three within 90 days is three, whatever the order.
+    now = timezone.now()
+    assert record(failed_delivery(30003), at=now) == "counted"
+    assert record(failed_delivery(30003), at=now - timedelta(days=20)) == "counted"
+    assert record(failed_delivery(30003), at=now - timedelta(days=10)) == "suppressed"
+    row = SuppressedContact.objects.get()
+    assert row.failure_count == 3
+    assert row.first_failed_at == now - timedelta(days=20)
+
+
+def test_out_of_order_failures_further_apart_than_90_days_do_not_add_up():
+    now = timezone.now()
+    assert record(failed_delivery(30003), at=now) == "counted"
+    assert record(failed_delivery(30003), at=now - timedelta(days=100)) == "counted"
+    # 95 days ago is within 90 days of 100 days ago, but not with today as well.
+    assert record(failed_delivery(30003), at=now - timedelta(days=95)) == "counted"
+    assert not SuppressedContact.objects.exists()
+
+
 def test_transient_threshold_follows_the_setting(settings):
     settings.SUPPRESS_AFTER_TRANSIENT = 2
     assert record(failed_delivery(30003)) == "counted"
