@@ -29,6 +29,7 @@ class Registration(Consent):
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
     phone = PhoneNumberField()
+    tags = models.ManyToManyField("members.Tag", blank=True, related_name="registrations")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta(Consent.Meta):

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models.functions import Lower
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
@@ -68,6 +69,27 @@ class Consent(models.Model):
         return f"{text}: {self.consent_evidence}" if self.consent_evidence else text
 
 
+class Tag(models.Model):
+    """A label staff put on contacts ("volunteers", "north side").
+
+    Compose can narrow the community to members having any of the chosen tags;
+    registrations carry tags too, for staff's own sorting. Names are unique whatever
+    their case, so "Volunteers" and "volunteers" are one tag.
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="tag_unique_name_any_case"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Member(Consent):
     """A community member: the 'community' audience of a blast is every active member."""
 
@@ -79,6 +101,7 @@ class Member(Consent):
         "active", default=True, help_text="Inactive members get no blasts."
     )
     notes = models.TextField(blank=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="members")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -13,6 +13,10 @@ class Blast(models.Model):
     State machine::
 
         preparing --(every recipient row written)--> queued | scheduled
+        preparing --(every row written, and a Social manager's blast is larger than
+            BLAST_APPROVAL_THRESHOLD)--> awaiting_approval
+        awaiting_approval --(an Admin other than its author approves)--> queued | scheduled
+        awaiting_approval --(an Admin rejects it, or its author withdraws it)--> rejected
         preparing --(creation failed, or the sweeper found it abandoned)--> (removed)
         scheduled --(due)--> queued
         queued --(a worker takes the current send task)--> sending
@@ -23,6 +27,8 @@ class Blast(models.Model):
         paused --(resume)--> queued
         paused --(its last sends finished and nothing is left)--> sent | partially_failed | failed
         scheduled | queued | sending | paused --(cancel)--> cancelled
+        sent | partially_failed | failed --(staff retry the rows that failed for a reason
+            that may pass now)--> queued
 
     sent: every addressed row was accepted by Twilio; failed: none was;
     partially_failed: some were not. Rows, not this status, are the truth about
@@ -31,6 +37,7 @@ class Blast(models.Model):
 
     class Status(models.TextChoices):
         PREPARING = "preparing", "Preparing"
+        AWAITING_APPROVAL = "awaiting_approval", "Waiting for approval"
         SCHEDULED = "scheduled", "Scheduled"
         QUEUED = "queued", "Queued"
         SENDING = "sending", "Sending"
@@ -39,6 +46,7 @@ class Blast(models.Model):
         PARTIALLY_FAILED = "partially_failed", "Partially failed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.SENDING)
     FINAL_STATUSES = (
@@ -46,6 +54,7 @@ class Blast(models.Model):
         Status.PARTIALLY_FAILED,
         Status.FAILED,
         Status.CANCELLED,
+        Status.REJECTED,
     )
 
     name = models.CharField(max_length=200, blank=True)
@@ -61,6 +70,13 @@ class Blast(models.Model):
         blank=True,
         related_name="blasts",
         verbose_name="event registrations",
+    )
+    audience_tags = models.ManyToManyField(
+        "members.Tag",
+        blank=True,
+        related_name="blasts",
+        verbose_name="member tags",
+        help_text="Community members narrowed to those having any of these tags.",
     )
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -93,6 +109,24 @@ class Blast(models.Model):
         related_name="blasts",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    idempotency_key = models.UUIDField(
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="From the compose form: the same form sent twice makes one blast.",
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="approved or rejected by",
+    )
+    reviewed_at = models.DateTimeField("approved or rejected at", null=True, blank=True)
+    review_note = models.TextField(
+        blank=True, help_text="The Admin's note on approving or rejecting."
+    )
     scheduled_for = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(
         null=True,
@@ -117,7 +151,10 @@ class Blast(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        permissions = [("send_blast", "Can send a blast")]
+        permissions = [
+            ("send_blast", "Can send a blast"),
+            ("approve_blast", "Can approve or reject a blast waiting for approval"),
+        ]
         indexes = [models.Index(fields=["status", "scheduled_for"])]
 
     def __str__(self) -> str:

@@ -20,6 +20,11 @@ SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
         # Uploading a CSV file (and confirming it) and seeing past imports.
         "add_importjob",
         "view_importjob",
+        # Tags ("volunteers", "north side") to narrow a blast's community.
+        "add_tag",
+        "change_tag",
+        "delete_tag",
+        "view_tag",
     ],
     "events": [
         "add_event",
