@@ -214,6 +214,13 @@ TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="").rstrip("/")
 # sender a community member (empty: off).
 SMS_HELP_REPLY = env.str("SMS_HELP_REPLY", default="")
 SMS_JOIN_KEYWORD = env.str("SMS_JOIN_KEYWORD", default="").strip().upper()
+# Compose: what one segment costs (shown as an estimate before sending) and, when set, the
+# number of recipients above which a Social manager's blast waits for an Admin's approval.
+SMS_COST_PER_SEGMENT = env.float("SMS_COST_PER_SEGMENT", default=0.0083)
+SMS_COST_CURRENCY = env.str("SMS_COST_CURRENCY", default="USD")
+BLAST_APPROVAL_THRESHOLD: int | None = env.int("BLAST_APPROVAL_THRESHOLD", default=None)
+if BLAST_APPROVAL_THRESHOLD is not None and BLAST_APPROVAL_THRESHOLD < 0:
+    raise ImproperlyConfigured("BLAST_APPROVAL_THRESHOLD must be 0 or more (unset: off).")
 
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
 # Uploads are kept here between preview and confirm, with their error reports.

@@ -7,14 +7,16 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
-from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from events.models import Event, Registration
-from members.models import Member
+from members.models import Member, Tag
 from messaging.models import Blast, Delivery
+from messaging.segments import MAX_CHARACTERS
 from messaging.services.busy import retry_when_busy
 from messaging.services.queueing import blast_enqueue
 from messaging.templating import Template, TemplateError, recipient_values, template_parse
@@ -33,7 +35,15 @@ AUDIENCE_PAGE = 2000
 
 
 class BlastError(ValueError):
-    """A blast cannot be created or changed as asked; the message says why."""
+    """A blast cannot be created or changed as asked; the message says why.
+
+    ``field`` says what to fix, for a form to show the message next to it: ``body``
+    (the text) or ``audience`` (who gets it); empty when it is neither.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -56,7 +66,20 @@ def _pages(rows: QuerySet) -> Iterator[tuple]:  # type: ignore[type-arg]
         last = page[-1][0]
 
 
-def _audience(*, community: bool, events: list[Event]) -> Iterator[_Recipient]:
+def community_members(*, tag_ids: Iterable[int] = ()) -> QuerySet[Member]:
+    """The community audience: every active member, or those having any of the tags."""
+    members = Member.objects.filter(is_active=True)
+    tag_ids = list(tag_ids)
+    if tag_ids:
+        # EXISTS, not a join: a member with two of the chosen tags is one recipient.
+        tagged = Member.tags.through.objects.filter(member_id=OuterRef("pk"), tag_id__in=tag_ids)
+        members = members.filter(Exists(tagged))
+    return members
+
+
+def _audience(
+    *, community: bool, events: list[Event], tag_ids: Iterable[int] = ()
+) -> Iterator[_Recipient]:
     # Event registrations first: someone both registered and a member is texted once,
     # with the event's details.
     for event in events:
@@ -66,7 +89,7 @@ def _audience(*, community: bool, events: list[Event]) -> Iterator[_Recipient]:
         for _, phone, first, last in _pages(registrations):
             yield _Recipient(phone, first, last, event)
     if community:
-        members = Member.objects.filter(is_active=True).values_list(
+        members = community_members(tag_ids=tag_ids).values_list(
             "id", "phone", "first_name", "last_name"
         )
         for _, phone, first, last in _pages(members):
@@ -86,26 +109,66 @@ def _render(template: Template, recipient: _Recipient) -> str:
     )
 
 
-def blast_validate(
-    *, body: str, community: bool, event_ids: Iterable[int]
-) -> tuple[Template, list[Event]]:
-    """Check text and audience; raise BlastError with a message for staff."""
+def blast_check_text(*, body: str) -> Template:
+    """The text, parsed; BlastError (field ``body``) when it cannot be sent as written."""
     try:
         template = template_parse(body)
     except TemplateError as exc:
-        raise BlastError(str(exc)) from None
+        raise BlastError(str(exc), field="body") from None
+    if len(body) > MAX_CHARACTERS:
+        raise BlastError(
+            f"The message is {len(body):,} characters; Twilio takes at most "
+            f"{MAX_CHARACTERS:,}. Shorten it by {len(body) - MAX_CHARACTERS:,}.",
+            field="body",
+        )
+    return template
+
+
+def blast_check_audience(
+    *, community: bool, event_ids: Iterable[int], tag_ids: Iterable[int] = ()
+) -> list[Event]:
+    """The chosen events; BlastError (field ``audience``) when the choice is not usable."""
     ids = sorted(set(event_ids))
     events = list(Event.objects.filter(pk__in=ids).order_by("id"))
     missing = sorted(set(ids) - {e.pk for e in events})
     if missing:
-        raise BlastError(f"No event with id {', '.join(map(str, missing))}.")
+        raise BlastError(f"No event with id {', '.join(map(str, missing))}.", field="audience")
+    tags = sorted(set(tag_ids))
+    if tags:
+        if not community:
+            raise BlastError(
+                "Tags narrow the community members: choose community members too.",
+                field="audience",
+            )
+        found = set(Tag.objects.filter(pk__in=tags).values_list("pk", flat=True))
+        if set(tags) - found:
+            raise BlastError(
+                "A chosen tag no longer exists; choose the tags again.", field="audience"
+            )
     if not community and not events:
-        raise BlastError("Choose an audience: community members, an event, or both.")
+        raise BlastError(
+            "Choose an audience: community members, an event, or both.", field="audience"
+        )
+    return events
+
+
+def blast_check_fit(*, template: Template, community: bool) -> None:
+    """BlastError when the text cannot go to this kind of audience."""
     if template.uses_event_fields and community:
         raise BlastError(
             "Event placeholders ({event_name}, {event_date}, {event_location}) only work "
-            "when the audience is event registrations alone: community members have no event."
+            "when the audience is event registrations alone: community members have no event.",
+            field="body",
         )
+
+
+def blast_validate(
+    *, body: str, community: bool, event_ids: Iterable[int], tag_ids: Iterable[int] = ()
+) -> tuple[Template, list[Event]]:
+    """Check text and audience; raise BlastError with a message for staff."""
+    template = blast_check_text(body=body)
+    events = blast_check_audience(community=community, event_ids=event_ids, tag_ids=tag_ids)
+    blast_check_fit(template=template, community=community)
     return template, events
 
 
@@ -117,8 +180,16 @@ def blast_create(
     created_by: User | None = None,
     name: str = "",
     scheduled_for: datetime | None = None,
+    tag_ids: Iterable[int] = (),
+    idempotency_key: UUID | None = None,
+    approval_above: int | None = None,
 ) -> Blast:
     """Create a blast and one row per recipient, then enqueue it.
+
+    ``tag_ids`` narrows the community to members having any of those tags. With an
+    ``idempotency_key`` (the compose form's), the same key never makes a second blast:
+    the one it already made is returned. With ``approval_above``, a blast that would
+    text more people than that waits for an Admin's approval instead of being queued.
 
     Recipients are deduplicated by phone; unsubscribed and suppressed numbers get a
     row marked skipped with the reason. If the broker is down the blast stays queued
@@ -130,32 +201,59 @@ def blast_create(
     which no worker and no sweeper pass sends; if creation fails half-way, what was
     written is removed (here, or by the sweeper after a crash).
     """
-    template, events = blast_validate(body=body, community=community, event_ids=event_ids)
-    scheduled = scheduled_for is not None and scheduled_for > timezone.now()
-    blast = Blast.objects.create(
-        name=name.strip() or body.strip().splitlines()[0][:60],
-        body=body,
-        audience_community=community,
-        status=B.PREPARING,
-        scheduled_for=scheduled_for,
-        created_by=created_by,
+    tag_ids = sorted(set(tag_ids))
+    template, events = blast_validate(
+        body=body, community=community, event_ids=event_ids, tag_ids=tag_ids
     )
+    if idempotency_key is not None:
+        existing = Blast.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
+    scheduled = scheduled_for is not None and scheduled_for > timezone.now()
+    try:
+        blast = retry_when_busy(
+            lambda: Blast.objects.create(
+                name=name.strip() or body.strip().splitlines()[0][:60],
+                body=body,
+                audience_community=community,
+                status=B.PREPARING,
+                scheduled_for=scheduled_for,
+                created_by=created_by,
+                idempotency_key=idempotency_key,
+            ),
+            what="starting a new blast",
+        )
+    except IntegrityError:
+        # The same form, sent twice at the same moment: the other request made it.
+        existing = Blast.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise BlastError("The same form is being sent twice at once; try again.") from None
+        return existing
     try:
         blast.audience_events.set(events)
-        total = _write_rows(blast=blast, template=template, community=community, events=events)
+        blast.audience_tags.set(tag_ids)
+        total, to_text = _write_rows(
+            blast=blast, template=template, community=community, events=events, tag_ids=tag_ids
+        )
         if total == 0:
-            raise BlastError("Nobody to send to: the chosen audience has no one in it.")
+            raise BlastError(
+                "Nobody to send to: the chosen audience has no one in it.", field="audience"
+            )
+        if approval_above is not None and to_text > approval_above:
+            final = B.AWAITING_APPROVAL
+        else:
+            final = B.SCHEDULED if scheduled else B.QUEUED
 
         def ready() -> None:
             with transaction.atomic():
                 changed = Blast.objects.filter(pk=blast.pk, status=B.PREPARING).update(
-                    status=B.SCHEDULED if scheduled else B.QUEUED,
+                    status=final,
                     recipient_count=total,
                     updated_at=timezone.now(),
                 )
                 if not changed:
                     raise BlastError("The blast was removed while it was being prepared.")
-                if not scheduled:
+                if final == B.QUEUED:
                     transaction.on_commit(lambda: blast_enqueue(blast_id=blast.pk))
 
         retry_when_busy(ready, what="finishing a new blast")
@@ -166,27 +264,49 @@ def blast_create(
     return blast
 
 
-def _write_rows(*, blast: Blast, template: Template, community: bool, events: list[Event]) -> int:
+def _write_rows(
+    *,
+    blast: Blast,
+    template: Template,
+    community: bool,
+    events: list[Event],
+    tag_ids: Iterable[int] = (),
+) -> tuple[int, int]:
+    """Write every recipient's row; (rows written, rows to text: not skipped)."""
     seen: set[str] = set()
     batch: list[_Recipient] = []
     total = 0
+    to_text = 0
 
     def write() -> None:
+        nonlocal to_text
         # Everything but the INSERT happens before the write lock is taken.
         blocked = blocked_phones(phones=[r.phone for r in batch])
-        rows = [
-            Delivery(
-                blast=blast,
-                phone=recipient.phone,
-                first_name=recipient.first_name,
-                last_name=recipient.last_name,
-                event=recipient.event,
-                body=_render(template, recipient),
-                status=S.SKIPPED if blocked.get(recipient.phone) else S.PENDING,
-                skip_reason=blocked.get(recipient.phone, ""),
+        rows = []
+        for recipient in batch:
+            body = _render(template, recipient)
+            if len(body) > MAX_CHARACTERS:
+                # Compose shows the longest message before anyone confirms; this is the
+                # last guard, so Twilio never refuses a row for its length (21617).
+                who = f"{recipient.first_name} {recipient.last_name}".strip() or recipient.phone
+                raise BlastError(
+                    f"The message for {who} would be {len(body):,} characters; Twilio "
+                    f"takes at most {MAX_CHARACTERS:,}. Shorten the text."
+                )
+            reason = blocked.get(recipient.phone, "")
+            to_text += not reason
+            rows.append(
+                Delivery(
+                    blast=blast,
+                    phone=recipient.phone,
+                    first_name=recipient.first_name,
+                    last_name=recipient.last_name,
+                    event=recipient.event,
+                    body=body,
+                    status=S.SKIPPED if reason else S.PENDING,
+                    skip_reason=reason,
+                )
             )
-            for recipient in batch
-        ]
 
         def insert() -> None:
             with transaction.atomic():
@@ -201,7 +321,7 @@ def _write_rows(*, blast: Blast, template: Template, community: bool, events: li
             # could wait for the whole creation.
             time.sleep(CREATE_PAUSE_SECONDS)
 
-    for recipient in _audience(community=community, events=events):
+    for recipient in _audience(community=community, events=events, tag_ids=tag_ids):
         if recipient.phone in seen:
             continue
         seen.add(recipient.phone)
@@ -212,7 +332,7 @@ def _write_rows(*, blast: Blast, template: Template, community: bool, events: li
             batch.clear()
     if batch:
         write()
-    return total
+    return total, to_text
 
 
 def blast_discard_preparing(*, blast_id: int) -> int:

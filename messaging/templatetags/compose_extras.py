@@ -1,0 +1,60 @@
+"""Filters for the compose pages: numbers, money and durations in plain words."""
+
+from __future__ import annotations
+
+import json
+from decimal import ROUND_HALF_UP, Decimal
+
+from django import template
+from django.conf import settings
+from django.utils.html import escape
+
+from messaging.segments import SegmentInfo
+from messaging.services.composing import characters_named as _characters_named
+
+register = template.Library()
+
+SYMBOLS = {"USD": "$", "CAD": "CA$", "AUD": "A$", "EUR": "€", "GBP": "£"}
+
+
+@register.filter
+def intcomma_plain(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+@register.filter
+def money(value: Decimal | float | None) -> str:
+    if value is None:
+        return ""
+    currency = settings.SMS_COST_CURRENCY
+    amount = Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if amount == 0 and value:
+        return f"less than {SYMBOLS.get(currency, currency + ' ')}0.01"
+    symbol = SYMBOLS.get(currency)
+    return f"{symbol}{amount:,}" if symbol else f"{amount:,} {currency}"
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """``under a minute``, ``about 3 minutes``, ``about 2 hours 10 minutes``."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return "under a minute"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    hours, minutes = divmod(minutes, 60)
+    text = f"about {hours} hour{'s' if hours != 1 else ''}"
+    return f"{text} {minutes} minute{'s' if minutes != 1 else ''}" if minutes else text
+
+
+@register.filter
+def characters_named(info: SegmentInfo) -> list[tuple[str, str, str]]:
+    return _characters_named(info)
+
+
+@register.filter
+def json_attr(value: object) -> str:
+    """JSON for a single-quoted HTML attribute."""
+    return escape(json.dumps(value))
