@@ -487,3 +487,28 @@ def test_two_admins_approving_at_once_send_it_once(threshold, django_user_model,
     assert sum("no longer waiting for approval" in page for page in pages) == 1
     assert run_to_end(blast).status == Blast.Status.SENT
     assert OutboxMessage.objects.count() == 3
+
+
+# --- The command, for ops -----------------------------------------------------------------
+
+
+def test_send_blast_narrows_the_community_by_tag(capsys):
+    from django.core.management import call_command
+
+    members = make_members(4)
+    tag = Tag.objects.create(name="Volunteers")
+    members[3].tags.add(tag)
+    call_command(
+        "send_blast", "--audience", "community", "--tag", "volunteers", "--body", "Hi" + OPT_OUT
+    )
+    blast = Blast.objects.get()
+    assert list(Delivery.objects.filter(blast=blast).values_list("phone", flat=True)) == [phone(3)]
+
+
+def test_send_blast_names_the_tags_when_one_is_unknown():
+    from django.core.management import CommandError, call_command
+
+    Tag.objects.create(name="volunteers")
+    with pytest.raises(CommandError, match="No tag named 'board'. Tags: volunteers."):
+        call_command("send_blast", "--audience", "community", "--tag", "board", "--body", "Hi")
+    assert not Blast.objects.exists()

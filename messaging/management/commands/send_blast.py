@@ -6,6 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
 
+from members.models import Tag
 from messaging.models import Blast, Delivery
 from messaging.services import BlastError, blast_create
 
@@ -27,8 +28,22 @@ def _audience(values: list[str]) -> tuple[bool, list[int]]:
     return community, event_ids
 
 
+def _tags(names: list[str]) -> list[int]:
+    ids = []
+    for name in names:
+        tag = Tag.objects.filter(name__iexact=name.strip()).first()
+        if tag is None:
+            known = ", ".join(Tag.objects.values_list("name", flat=True)[:30]) or "none yet"
+            raise CommandError(f"No tag named {name!r}. Tags: {known}.")
+        ids.append(tag.pk)
+    return ids
+
+
 class Command(BaseCommand):
-    help = "Create a blast (the same way the compose page does) and hand it to the workers."
+    help = (
+        "Create a blast the way the compose page (/compose/) does, with no approval step, "
+        "and hand it to the workers."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -36,6 +51,12 @@ class Command(BaseCommand):
             action="append",
             required=True,
             help="'community' (all active members) or 'event:<id>' (its registrations); repeatable.",
+        )
+        parser.add_argument(
+            "--tag",
+            action="append",
+            default=[],
+            help="With --audience community: only members having any of these tags; repeatable.",
         )
         parser.add_argument("--body", required=True, help="The text, with {placeholders}.")
         parser.add_argument("--name", default="", help="A name for staff (optional).")
@@ -50,11 +71,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         community, event_ids = _audience(options["audience"])  # type: ignore[arg-type]
+        tag_ids = _tags(options["tag"])  # type: ignore[arg-type]
         try:
             blast = blast_create(
                 body=str(options["body"]),
                 community=community,
                 event_ids=event_ids,
+                tag_ids=tag_ids,
                 name=str(options["name"]),
             )
         except BlastError as exc:
