@@ -512,3 +512,20 @@ def test_send_blast_names_the_tags_when_one_is_unknown():
     with pytest.raises(CommandError, match="No tag named 'board'. Tags: volunteers."):
         call_command("send_blast", "--audience", "community", "--tag", "board", "--body", "Hi")
     assert not Blast.objects.exists()
+
+
+def test_an_event_that_no_longer_exists_is_an_error_next_to_the_events(manager):
+    event = make_event(n=1)
+    response = manager.post("/compose/", compose_data("hi", events=[event.pk + 99]))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "Select a valid choice" in html
+    assert not Blast.objects.exists()
+
+
+def test_a_form_without_its_key_says_to_reload_and_creates_nothing(manager):
+    make_members(1)
+    response = manager.post("/compose/confirm/", {"body": "hi", "community": "on"})
+    assert response.status_code == 400
+    assert "Reload the page and try again" in response.content.decode()
+    assert not Blast.objects.exists()
