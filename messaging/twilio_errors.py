@@ -22,6 +22,15 @@ the code plus what we do about it:
     account or content, never the number's fault. A code not listed is ``UNKNOWN``:
     recorded, never suppressed. This is independent of ``error_class``, which only
     decides what the send engine does with the row and the blast.
+``staff_retry``
+    Whether staff's "Retry failed" on a blast sends a row that failed with this code
+    once more (``messaging.services.retrying``): yes when the reason may have passed
+    (a busy carrier, a rate limit, Twilio's own trouble, or a sender, account or
+    region setting that staff may have fixed since); no when the same message to the
+    same number would fail the same way (an invalid or unreachable number, an opt-out,
+    a text too long or empty, a filtered text). Left out, it follows ``error_class``:
+    yes for ``RETRY``, ``UNKNOWN`` and ``SENDER_OR_ACCOUNT``, no for the others. A
+    code not listed (or no code) is never retried: nothing says it may pass.
 
 Meanings are the titles in Twilio's error dictionary (twilio.com/docs/api/errors/NNNNN
 and its machine-readable twilio-error-codes.json). Twilio rewords titles and adds codes
@@ -61,8 +70,17 @@ class TwilioError:
     meaning: str
     error_class: ErrorClass
     number: NumberAction = NumberAction.NONE
+    staff_retry: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.staff_retry is None:
+            # A frozen dataclass: the default is filled in once, here.
+            object.__setattr__(
+                self,
+                "staff_retry",
+                self.error_class
+                in (ErrorClass.RETRY, ErrorClass.UNKNOWN, ErrorClass.SENDER_OR_ACCOUNT),
+            )
         if self.number is NumberAction.UNKNOWN:
             raise ValueError(f"{self.code}: UNKNOWN is for codes not in the table")
         if self.number is not NumberAction.NONE and self.error_class not in (
@@ -156,7 +174,13 @@ ERRORS: dict[int, TwilioError] = _table(
         # Geo permissions are per destination country: one member abroad must not stop
         # the blast for everyone at home. The row fails; if a whole list is abroad, the
         # run of identical failures pauses the blast (SMS_PAUSE_AFTER_SAME_ERROR).
-        TwilioError(21408, "Message blocked: permissions disabled for the destination region", _F),
+        # Staff can turn the destination country on in the console (Geo permissions).
+        TwilioError(
+            21408,
+            "Message blocked: permissions disabled for the destination region",
+            _F,
+            staff_retry=True,
+        ),
         TwilioError(21601, "Phone number is not a valid SMS-capable inbound phone number", _S),
         # Only a row whose placeholders rendered to nothing can be empty (compose refuses
         # an empty text), so it is about this row.
@@ -204,7 +228,7 @@ ERRORS: dict[int, TwilioError] = _table(
         TwilioError(30001, "Queue overflow", _S),
         TwilioError(30002, "Account suspended", _S),
         # Usually the phone is off, out of coverage or roaming: often temporary.
-        TwilioError(30003, "Unreachable destination handset", _P, number=_TMP),
+        TwilioError(30003, "Unreachable destination handset", _P, number=_TMP, staff_retry=True),
         # Blocked at the destination: a carrier block list, an opt-out at the carrier,
         # a landline or filtering, by Twilio's own list. Not proof of an opt-out, and
         # partly temporary, so only repeated failures suppress.
@@ -219,13 +243,13 @@ ERRORS: dict[int, TwilioError] = _table(
         TwilioError(30007, "Message filtered", _F),
         # The carrier gave no reason: the row fails, and only repeated failures of the
         # same number say something about it.
-        TwilioError(30008, "Unknown error", _F, number=_TMP),
+        TwilioError(30008, "Unknown error", _F, number=_TMP, staff_retry=True),
         # Inbound (multi-part message reassembly) only; listed so it is not "unknown".
         TwilioError(30009, "Missing inbound segment", _F),
         # Only when a MaxPrice is set; the price is per destination.
-        TwilioError(30010, "Message price exceeds max price", _F),
+        TwilioError(30010, "Message price exceeds max price", _F, staff_retry=True),
         TwilioError(30011, "MMS not supported by the receiving phone number in this region", _F),
-        TwilioError(30017, "Carrier network congestion", _F),
+        TwilioError(30017, "Carrier network congestion", _F, staff_retry=True),
         # Registration is per destination carrier/country and only staff can do it.
         TwilioError(30018, "Destination carrier requires sender ID pre-registration", _S),
         # Mostly media (MMS) size; only recipients on that carrier are affected.
@@ -244,8 +268,8 @@ ERRORS: dict[int, TwilioError] = _table(
         TwilioError(30034, "US A2P 10DLC - Message from an Unregistered Number", _S),
         # SMS Pumping Protection blocks the destination for 15-30 minutes: temporary and
         # not the person's doing.
-        TwilioError(30450, "Message delivery blocked", _F),
-        TwilioError(30500, "Twilio Internal Error", _F),
+        TwilioError(30450, "Message delivery blocked", _F, staff_retry=True),
+        TwilioError(30500, "Twilio Internal Error", _F, staff_retry=True),
     ]
 )
 
@@ -301,3 +325,10 @@ def meaning(code: int | None) -> str:
     """Twilio's meaning of ``code``; empty for a code not listed."""
     known = lookup(code)
     return known.meaning if known is not None else ""
+
+
+def staff_retry(code: int | None) -> bool:
+    """Whether a row that failed with ``code`` may pass if sent again (see ``staff_retry``
+    in the module docstring); False for no code or a code not listed."""
+    known = lookup(code)
+    return bool(known is not None and known.staff_retry)
