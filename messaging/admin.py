@@ -72,7 +72,7 @@ class BlastAdmin(admin.ModelAdmin):
     """
 
     list_display = (
-        "__str__",
+        "name_link",
         "status",
         "recipient_count",
         "needs_decision",
@@ -81,6 +81,9 @@ class BlastAdmin(admin.ModelAdmin):
         "scheduled_for",
         "finished_at",
     )
+    # The name opens the blast page (progress, controls, recipients); this read-only
+    # change page stays reachable from there and by its own URL.
+    list_display_links = None
     list_filter = ("status", "audience_community")
     list_select_related = ("created_by",)
     search_fields = ("name", "body")
@@ -150,6 +153,10 @@ class BlastAdmin(admin.ModelAdmin):
         return False
 
     # --- What the page shows --------------------------------------------------------------
+
+    @admin.display(description="blast", ordering="name")
+    def name_link(self, obj: Blast) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("messaging:blast", args=[obj.pk]), obj)
 
     @admin.display(description="audience")
     def audience(self, obj: Blast) -> str:
