@@ -12,6 +12,8 @@ from django.test import Client, override_settings
 
 from smsadmin.roles import ADMIN, SOCIAL_MANAGER
 
+pytest_plugins = ["smsadmin.testing.browser"]
+
 # Long and uncommon enough for every AUTH_PASSWORD_VALIDATORS entry.
 STAFF_PASSWORD = "Staple-Horse-Battery-42"
 

@@ -1,0 +1,1 @@
+"""Test harnesses shared by every app's tests (pytest plugins, loaded from the root conftest)."""
