@@ -1,14 +1,20 @@
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.urls import path
+from django.urls import path, reverse
 
 from events.models import Event, Registration
+from members.admin import TagActionsMixin
 from members.consent_admin import ConsentAdminMixin
 from members.import_admin import can_import, upload_view
 from members.models import ImportJob
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+
+# The event page lists this many registrations and links to the rest.
+SHOWN_REGISTRATIONS = 100
 
 
 @admin.register(Event)
@@ -43,9 +49,32 @@ class EventAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
         extra_context = {
             "can_import": can_import(request.user, ImportJob.Pool.REGISTRATIONS),
+            **self._registrations_context(request, object_id),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _registrations_context(self, request: HttpRequest, object_id: str) -> dict[str, Any]:
+        """The event's registrations for its page: a count and the first ones, tags included.
+
+        Three queries whatever the size of the event (count, rows, their tags).
+        """
+        if not str(object_id).isdigit():
+            return {}
+        event_id = int(object_id)
+        registrations = Registration.objects.filter(event_id=event_id)
+        count = registrations.count()
+        shown = list(registrations.prefetch_related("tags")[:SHOWN_REGISTRATIONS])
+        context: dict[str, Any] = {
+            "event_id": event_id,
+            "registration_count": count,
+            "registrations_shown": shown,
+            "registrations_url": reverse("admin:events_registration_changelist")
+            + f"?event__id__exact={event_id}",
+        }
+        if request.user.has_perm("messaging.send_blast"):
+            context["compose_url"] = reverse("messaging:compose") + f"?event={event_id}"
+        return context
 
     @admin.display(description="registrations", ordering="_registrations")
     def registration_count(self, obj: Event) -> int:
@@ -53,12 +82,22 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Registration)
-class RegistrationAdmin(ConsentAdminMixin, PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
-    list_display = ("last_name", "first_name", "phone", "event", "consent_summary", "created_at")
+class RegistrationAdmin(
+    TagActionsMixin, ConsentAdminMixin, PhoneSearchMixin, FastChangeList, admin.ModelAdmin
+):
+    list_display = (
+        "last_name",
+        "first_name",
+        "phone",
+        "event",
+        "tag_list",
+        "consent_summary",
+        "created_at",
+    )
     list_display_links = ("last_name", "first_name")
-    list_filter = ("event", "consent_source")
+    list_filter = ("event", "tags", "consent_source")
     list_select_related = ("event",)
     search_fields = ("first_name", "last_name", "=phone", "event__name")
-    autocomplete_fields = ("event",)
+    autocomplete_fields = ("event", "tags")
     readonly_fields = ("created_at",)
-    actions = ["export_csv"]
+    actions = ["export_csv", "tag_add_action", "tag_remove_action"]
