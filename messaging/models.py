@@ -27,8 +27,8 @@ class Blast(models.Model):
         paused --(resume)--> queued
         paused --(its last sends finished and nothing is left)--> sent | partially_failed | failed
         scheduled | queued | sending | paused --(cancel)--> cancelled
-        sent | partially_failed | failed --(staff retry the rows that failed for a reason
-            that may pass now)--> queued
+        sent | partially_failed | failed | sending --(staff retry the rows that failed for
+            a reason that may pass now)--> queued (a paused blast stays paused)
 
     sent: every addressed row was accepted by Twilio; failed: none was;
     partially_failed: some were not. Rows, not this status, are the truth about
@@ -203,6 +203,9 @@ class Delivery(models.Model):
         pending --(blast cancelled)--> cancelled
         (every "--> pending" above writes cancelled instead once the blast is cancelled)
         (created as skipped when unsubscribed or suppressed at compose time)
+        failed --(staff's "Retry failed": the error may pass now and the number is not
+            unsubscribed or suppressed)--> pending
+        pending --(its blast was rejected or withdrawn before approval)--> cancelled
         sending | unknown | sent, or pending | cancelled after an attempt --(a status
             callback for the row's message: Twilio has it)--> sent (queued, sending, sent),
             delivered, or failed (undelivered, failed); only forward, the first final

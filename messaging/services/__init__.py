@@ -11,7 +11,11 @@ One module per concern, so each rule lives in one place:
 - ``sweeping``: the minute sweeper that puts right what a dead worker or broker left;
 - ``reconciling``: settling rows whose outcome is unknown from Twilio's own records;
 - ``callbacks``: Twilio's status callbacks, moving a row's status only forward;
-- ``inbound``: texts people send us (STOP, START, HELP, JOIN, and replies for the inbox).
+- ``inbound``: texts people send us (STOP, START, HELP, JOIN, and replies for the inbox);
+- ``composing``: the compose page's pre-flight answers (segments, recipients, preview,
+  cost) and the test send;
+- ``approval``: an Admin approving or rejecting a blast that waits for it;
+- ``retrying``: staff's "Retry failed", for the rows whose failure may pass now.
 
 The rules every function keeps:
 - Rows in the database are the truth, never the broker: a task may run twice, late,
@@ -24,7 +28,9 @@ The rules every function keeps:
   message settles it at any time.
 """
 
+from messaging.services.approval import blast_approve, blast_reject
 from messaging.services.callbacks import delivery_status_callback
+from messaging.services.composing import Audience, blast_preflight, blast_send_test
 from messaging.services.creating import BlastError, blast_create, blast_validate
 from messaging.services.decisions import delivery_mark_sent, delivery_send_again
 from messaging.services.inbound import inbound_receive
@@ -37,6 +43,7 @@ from messaging.services.lifecycle import (
 from messaging.services.queueing import blast_enqueue
 from messaging.services.rate_limit import RateLimiter
 from messaging.services.reconciling import deliveries_reconcile, delivery_reconcile
+from messaging.services.retrying import RetryResult, blast_retry_failed
 from messaging.services.sending import (
     blast_next_step,
     blast_process,
@@ -46,16 +53,23 @@ from messaging.services.sending import (
 from messaging.services.sweeping import blasts_sweep, deliveries_expire_stale_claims
 
 __all__ = [
+    "Audience",
     "BlastError",
     "RateLimiter",
+    "RetryResult",
+    "blast_approve",
     "blast_cancel",
     "blast_create",
     "blast_enqueue",
     "blast_finish_if_done",
     "blast_next_step",
     "blast_pause",
+    "blast_preflight",
+    "blast_reject",
+    "blast_retry_failed",
     "blast_process",
     "blast_resume",
+    "blast_send_test",
     "blast_validate",
     "blasts_sweep",
     "deliveries_expire_stale_claims",

@@ -86,24 +86,27 @@ def blast_finish_if_done(*, blast_id: int) -> bool:
     """Set the final status once no row is pending, in flight or unknown.
 
     A paused blast finishes too: paused while its last sends were in flight, it has
-    nothing left that resuming would send.
+    nothing left that resuming would send. The rows are counted under the blast's row
+    lock, so a writer that puts rows back to pending under the same lock (staff's
+    "Retry failed", a decision to send again) is either counted or comes after.
     """
-    blast = Blast.objects.filter(pk=blast_id).first()
-    if blast is None or blast.status not in (B.SENDING, B.PAUSED):
-        return False
-    counts = blast.counts()
-    if counts[S.PENDING] or counts[S.SENDING] or counts[S.UNKNOWN]:
-        return False
-    reached = counts[S.SENT] + counts[S.DELIVERED]
-    if counts[S.FAILED] == 0:
-        final = B.SENT
-    elif reached == 0:
-        final = B.FAILED
-    else:
-        final = B.PARTIALLY_FAILED
-    now = timezone.now()
-    return bool(
-        Blast.objects.filter(pk=blast_id, status=blast.status).update(
-            status=final, status_reason="", pause_cause="", finished_at=now, updated_at=now
+    with transaction.atomic():
+        status = blast_status_locked(blast_id=blast_id)
+        if status not in (B.SENDING, B.PAUSED):
+            return False
+        counts = Blast(pk=blast_id).counts()
+        if counts[S.PENDING] or counts[S.SENDING] or counts[S.UNKNOWN]:
+            return False
+        reached = counts[S.SENT] + counts[S.DELIVERED]
+        if counts[S.FAILED] == 0:
+            final = B.SENT
+        elif reached == 0:
+            final = B.FAILED
+        else:
+            final = B.PARTIALLY_FAILED
+        now = timezone.now()
+        return bool(
+            Blast.objects.filter(pk=blast_id, status=status).update(
+                status=final, status_reason="", pause_cause="", finished_at=now, updated_at=now
+            )
         )
-    )

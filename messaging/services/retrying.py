@@ -18,14 +18,11 @@ Everything happens under the blast's row lock (``blast_status_locked``), so two 
 at once retry each row once (the second finds no failed row left to retry) and a cancel
 either sees the rows pending and cancels them or is seen here.
 
-The engine finishes a blast (``blast_finish_if_done``) with a conditional UPDATE on the
-status it read, after counting the rows without the lock. A retry that made rows pending
-between that count and that UPDATE would leave them in a finished blast, so a retry
-always changes the status the finish reads: a sending blast goes back to queued (the
-running pass stops at its next check and a new task takes over). A paused blast cannot
-change its status and stay paused, so it is retried only while rows are waiting in it:
-rows that wait are never all done, so no finish can be under way. A paused blast with
-nothing left is about to finish; staff retry once it has.
+The engine finishes a blast (``blast_finish_if_done``) after counting its rows under the
+same lock, so a finish either counted the retried rows (and did not finish) or finished
+before the retry, which then reopens the finished blast. A sending blast goes back to
+queued all the same: the running pass stops at its next check and a new task, which
+sees the retried rows, takes over.
 """
 
 from __future__ import annotations
@@ -128,13 +125,6 @@ def _retry(*, blast_id: int) -> RetryResult:
             raise BlastError("This blast no longer exists.")
         if status not in RETRYABLE_STATUSES:
             raise BlastError(f"Nothing was retried. {_REFUSED.get(status, '')}".strip())
-        open_rows = Delivery.objects.filter(blast_id=blast_id, status=S.PENDING)
-        if status == B.PAUSED and not open_rows.exists():
-            raise BlastError(
-                "Nothing was retried. This paused blast has nothing left to send, so it is "
-                "about to finish; retry the failed messages once it shows as finished, or "
-                "resume it first."
-            )
         failed = list(
             Delivery.objects.filter(blast_id=blast_id, status=S.FAILED)
             .order_by("pk")
