@@ -63,9 +63,16 @@ def sync_groups(apps: Any, schema_editor: Any = None) -> None:
     # Permissions are normally made after migrate finishes; make them now so the
     # groups can hold them.
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        # A migration's historical app configs have no models module, and
+        # create_permissions skips those. Lend one, and give back what was there: with
+        # the real registry (post_migrate after a flush), clearing it would make every
+        # later post_migrate skip every app, and the roles would not come back.
+        previous = getattr(app_config, "models_module", None)
+        app_config.models_module = previous or True
+        try:
+            create_permissions(app_config, apps=apps, verbosity=0)
+        finally:
+            app_config.models_module = previous
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

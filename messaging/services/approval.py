@@ -91,7 +91,16 @@ def blast_reject(*, blast_id: int, user: User, note: str = "") -> Blast:
     )
     if not changed:
         raise _decided(blast_id)
-    # Its rows never go out; in batches, so a 100k blast never holds SQLite's lock long.
+    rejected_rows_cancel(blast_id=blast_id)
+    blast.refresh_from_db()
+    return blast
+
+
+def rejected_rows_cancel(*, blast_id: int) -> int:
+    """Cancel a rejected blast's rows, in batches so a 100k blast never holds SQLite's
+    lock for long. The sweeper calls it too: a process killed between the status
+    UPDATE and the last batch leaves no row pending for good."""
+    cancelled = 0
     while True:
         ids = list(
             Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).values_list(
@@ -99,12 +108,10 @@ def blast_reject(*, blast_id: int, user: User, note: str = "") -> Blast:
             )[:CANCEL_BATCH]
         )
         if not ids:
-            break
-        retry_when_busy(
+            return cancelled
+        cancelled += retry_when_busy(
             lambda ids=ids: Delivery.objects.filter(pk__in=ids, status=S.PENDING).update(
                 status=S.CANCELLED, updated_at=timezone.now()
             ),
             what="cancelling a rejected blast's rows",
         )
-    blast.refresh_from_db()
-    return blast

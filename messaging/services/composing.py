@@ -126,6 +126,9 @@ def audience_breakdown(*, audience: Audience) -> Breakdown:
         others = Member.objects.filter(is_active=False)
         if audience.tag_ids:
             others = others.filter(tags__in=audience.tag_ids).distinct()
+        if audience.event_ids:
+            # Registered for a chosen event, they are texted all the same.
+            others = others.exclude(phone__in=registrations.values("phone"))
         inactive = others.count()
 
     phones_in = Q()
@@ -210,9 +213,29 @@ def _first_recipient(audience: Audience) -> Person | None:
     return None
 
 
-def _candidates(audience: Audience) -> tuple[list[Person], bool]:
+# ASCII characters that are not plain GSM-7: the extension table's (two septets each),
+# and those GSM-7 lacks altogether (backtick, tab), which make a message UCS-2.
+_COSTLY_ASCII = "`^{}[]~|\\\t"
+
+
+def _costly(field: str) -> Q:
+    """``field`` holds a character that may cost more than its length says."""
+    q = Q(**{f"{field}_bytes__gt": F(f"{field}_chars")})
+    for char in _COSTLY_ASCII:
+        q |= Q(**{f"{field}__contains": char})
+    return q
+
+
+def _candidates(audience: Audience, template: Template) -> tuple[list[Person], bool]:
     """The people whose message can be the longest; False when there were more unusual
-    names than are looked at (the answer is then a lower bound)."""
+    names than are looked at (the answer is then a lower bound).
+
+    Longest is weighed by how often the text uses each name: a text with {first_name}
+    twice grows twice with the first name. Unusual names (any character outside ASCII,
+    or an ASCII one that costs more in GSM-7) are all looked at, up to UNUSUAL_NAMES."""
+    uses = [name for _, name in template.pieces if name]
+    first_weight = uses.count("first_name") + uses.count("full_name")
+    last_weight = uses.count("last_name") + uses.count("full_name")
     pools: list[tuple[QuerySet, int | None]] = [
         (Registration.objects.filter(event_id=event_id), event_id)
         for event_id in audience.event_ids
@@ -223,14 +246,17 @@ def _candidates(audience: Audience) -> tuple[list[Person], bool]:
     complete = True
     for rows, event_id in pools:
         sized = rows.annotate(
-            chars=Length("first_name") + Length("last_name"),
-            bytes=_Bytes("first_name") + _Bytes("last_name"),
+            first_name_chars=Length("first_name"),
+            last_name_chars=Length("last_name"),
+            first_name_bytes=_Bytes("first_name"),
+            last_name_bytes=_Bytes("last_name"),
+            weighed=F("first_name_chars") * first_weight + F("last_name_chars") * last_weight,
         )
-        longest = sized.order_by("-chars", "id").values_list("first_name", "last_name")
+        longest = sized.order_by("-weighed", "id").values_list("first_name", "last_name")
         for first, last in longest[:LONGEST_NAMES]:
             people[Person(first, last, event_id)] = None
         unusual = (
-            sized.filter(bytes__gt=F("chars"))
+            sized.filter(_costly("first_name") | _costly("last_name"))
             .order_by()
             .values_list("first_name", "last_name")
             .distinct()[: UNUSUAL_NAMES + 1]
@@ -366,7 +392,7 @@ def blast_preflight(*, body: str, audience: Audience, user: User | None = None) 
 
     person_fields = template.fields & set(PLACEHOLDERS) - {"org_name"}
     if person_fields:
-        people, result.longest_complete = _candidates(audience)
+        people, result.longest_complete = _candidates(audience, template)
     else:
         people = [first] if first else []
     longest: tuple[int, int] = (-1, -1)

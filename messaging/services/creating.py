@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 S = Delivery.Status
 B = Blast.Status
 
+MAX_TYPED_CHARACTERS = 2 * MAX_CHARACTERS
 CREATE_BATCH = 5000
 CREATE_PAUSE_SECONDS = 0.1
 DISCARD_BATCH = 5000
@@ -115,10 +116,13 @@ def blast_check_text(*, body: str) -> Template:
         template = template_parse(body)
     except TemplateError as exc:
         raise BlastError(str(exc), field="body") from None
-    if len(body) > MAX_CHARACTERS:
+    # What Twilio limits is each rendered message (checked as rows are written, and by
+    # compose on the longest); placeholders and {{ }} make the typed text longer or
+    # shorter than that, so the typed text only has a looser cap.
+    if len(body) > MAX_TYPED_CHARACTERS:
         raise BlastError(
-            f"The message is {len(body):,} characters; Twilio takes at most "
-            f"{MAX_CHARACTERS:,}. Shorten it by {len(body) - MAX_CHARACTERS:,}.",
+            f"The message is {len(body):,} characters as typed; it must be under "
+            f"{MAX_TYPED_CHARACTERS:,}, and each message as sent at most {MAX_CHARACTERS:,}.",
             field="body",
         )
     return template
@@ -206,7 +210,7 @@ def blast_create(
         body=body, community=community, event_ids=event_ids, tag_ids=tag_ids
     )
     if idempotency_key is not None:
-        existing = Blast.objects.filter(idempotency_key=idempotency_key).first()
+        existing = _same_form(idempotency_key)
         if existing is not None:
             return existing
     scheduled = scheduled_for is not None and scheduled_for > timezone.now()
@@ -230,8 +234,15 @@ def blast_create(
             raise BlastError("The same form is being sent twice at once; try again.") from None
         return existing
     try:
-        blast.audience_events.set(events)
-        blast.audience_tags.set(tag_ids)
+        try:
+            blast.audience_events.set(events)
+            blast.audience_tags.set(tag_ids)
+        except IntegrityError:
+            # Deleted by someone else since they were checked above.
+            raise BlastError(
+                "A chosen event or tag was just deleted; choose the audience again.",
+                field="audience",
+            ) from None
         total, to_text = _write_rows(
             blast=blast, template=template, community=community, events=events, tag_ids=tag_ids
         )
@@ -262,6 +273,28 @@ def blast_create(
         raise
     blast.refresh_from_db()
     return blast
+
+
+def _same_form(key: UUID) -> Blast | None:
+    """The blast this compose form already made, if it is alive.
+
+    One whose creation died half-way (preparing, and no row written for longer than
+    the sweeper waits) is removed here, so sending the form again makes the blast
+    instead of pointing at one the sweeper is about to remove.
+    """
+    from messaging.services.sweeping import PREPARING_STALE
+
+    existing = Blast.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    dead = existing.status == B.PREPARING and (
+        existing.updated_at < timezone.now() - PREPARING_STALE
+    )
+    if not dead:
+        return existing
+    logger.warning("Removing blast %s: its creation stopped half-way", existing.pk)
+    blast_discard_preparing(blast_id=existing.pk)
+    return None
 
 
 def _write_rows(

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.services.approval import rejected_rows_cancel
 from messaging.services.clock import DbNow
 from messaging.services.creating import blast_discard_preparing
 from messaging.services.lifecycle import blast_finish_if_done
@@ -78,6 +79,14 @@ def blasts_sweep() -> dict[str, int]:
         requeued += int(blast_enqueue(blast_id=blast_id))
     for blast_id in Blast.objects.filter(status=B.PAUSED).values_list("pk", flat=True):
         blast_finish_if_done(blast_id=blast_id)
+    # A rejection that stopped half-way: its rows are cancelled, as it would have done.
+    half_rejected = (
+        Delivery.objects.filter(status=S.PENDING, blast__status=B.REJECTED)
+        .values_list("blast_id", flat=True)
+        .distinct()
+    )
+    for blast_id in list(half_rejected):
+        rejected_rows_cancel(blast_id=blast_id)
     discarded = 0
     for blast_id in Blast.objects.filter(
         status=B.PREPARING, updated_at__lt=now - PREPARING_STALE

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from messaging.models import Blast
+from messaging.models import Blast, Delivery
 from messaging.services.approval import blast_approve, blast_reject
 from messaging.services.creating import BlastError
 from messaging.views.access import send_blast_required, staff_permission_required
@@ -28,7 +28,8 @@ def approve(request: HttpRequest, pk: int) -> HttpResponse:
         if blast.status == Blast.Status.SCHEDULED:
             messages.success(request, "Approved: it will be sent at its scheduled time.")
         else:
-            messages.success(request, f"Approved: sending to {blast.recipient_count:,} people.")
+            to_text = blast.recipient_count - blast.counts()[Delivery.Status.SKIPPED]
+            messages.success(request, f"Approved: sending to {to_text:,} people.")
     return redirect(reverse("messaging:blast", args=[pk]))
 
 

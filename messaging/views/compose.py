@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from events.models import Event
 from members.models import Tag
+from messaging.models import Delivery
 from messaging.segments import MAX_CHARACTERS
 from messaging.services.composing import (
     Audience,
@@ -104,9 +105,20 @@ class ComposeForm(forms.Form):
         return result
 
 
+def _ids(values: list[str]) -> list[int]:
+    """The ids among ``values`` that can be ids at all; others are left out (an id that
+    names nothing is the form's business, with a message)."""
+    ids = []
+    for value in values:
+        value = value.strip()
+        if value.isascii() and value.isdecimal() and 0 < int(value) < 2**31:
+            ids.append(int(value))
+    return ids
+
+
 def _initial(request: HttpRequest) -> dict[str, Any]:
     initial: dict[str, Any] = {"idempotency_key": uuid.uuid4()}
-    event_ids = [int(v) for v in request.GET.getlist("event") if v.isdigit()]
+    event_ids = _ids(request.GET.getlist("event"))
     if event_ids:
         initial["events"] = list(Event.objects.filter(pk__in=event_ids))
     if request.GET.get("community") in ("1", "true", "yes"):
@@ -208,18 +220,26 @@ def confirm(request: HttpRequest) -> HttpResponse:
     except BlastError as exc:
         form.add_error("community" if exc.field == "audience" else "body", str(exc))
         return _page(request, form, preflight, status=400)
+    to_text = blast.recipient_count - blast.counts()[Delivery.Status.SKIPPED]
     if blast.created_at < started:
         # Confirmed before (double click, back button, a retried request): one blast.
-        messages.info(request, "This form was already sent: here is the blast it created.")
+        if blast.status == blast.Status.PREPARING:
+            messages.info(
+                request,
+                "This form was already sent and its recipient list is still being "
+                "written: this page shows it once it is ready.",
+            )
+        else:
+            messages.info(request, "This form was already sent: here is the blast it created.")
     elif blast.status == blast.Status.AWAITING_APPROVAL:
         messages.warning(
             request,
-            f"Saved. It goes to {blast.recipient_count:,} people, more than "
+            f"Saved. It goes to {to_text:,} people, more than "
             f"{approval_threshold(user=request.user):,}, so it waits for an Admin's approval "
             "before anything is sent.",
         )
     else:
-        messages.success(request, f"Sending to {preflight.breakdown.recipients:,} people.")  # type: ignore[union-attr]
+        messages.success(request, f"Sending to {to_text:,} people.")
     return redirect(reverse("messaging:blast", args=[blast.pk]))
 
 
@@ -232,12 +252,8 @@ def preflight(request: HttpRequest) -> HttpResponse:
     }
     audience = Audience.of(
         community=data["community"],
-        event_ids=[int(v) for v in request.POST.getlist("events") if v.isdigit()],
-        tag_ids=(
-            [int(v) for v in request.POST.getlist("tags") if v.isdigit()]
-            if data["community"]
-            else []
-        ),
+        event_ids=_ids(request.POST.getlist("events")),
+        tag_ids=_ids(request.POST.getlist("tags")) if data["community"] else [],
     )
     result = blast_preflight(body=data["body"], audience=audience, user=request.user)
     html = render_to_string("messaging/compose_panel.html", {"preflight": result}, request=request)

@@ -6,6 +6,7 @@ from django.contrib.auth.models import Group, Permission
 from events.models import Event, Registration
 from members.models import Member
 from messaging.models import Blast, Delivery, OutboxMessage
+from smsadmin.roles import ADMIN, SOCIAL_MANAGER
 from suppression.models import SuppressedContact, UnsubscribedContact
 
 pytestmark = pytest.mark.django_db
@@ -240,3 +241,16 @@ def test_manager_may_add_a_member(manager_client):
     )
     assert response.status_code == 302
     assert Member.objects.get().phone == "+12015550188"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_roles_come_back_after_every_flush():
+    # Each flush (tests that commit, `manage.py flush`) re-creates the roles through
+    # post_migrate; the second one used to find every app skipped and leave none.
+    from django.core.management import call_command
+
+    for _ in range(3):
+        call_command("flush", interactive=False, verbosity=0)
+        names = set(Group.objects.values_list("name", flat=True))
+        assert {ADMIN, SOCIAL_MANAGER} <= names
+        assert Group.objects.get(name=ADMIN).permissions.filter(codename="approve_blast").exists()
