@@ -8,6 +8,7 @@ for docs/BENCHMARKS.md. Target (issue 4): under 30 s and 300 MB on a 2-core mach
     python bench/import_100k.py                 # first import, re-import, dry run, admin path
     python bench/import_100k.py --rows 20000
     python bench/import_100k.py --with-import-export   # also django-import-export, if installed
+    python bench/import_100k.py --tags          # the same file with a Groups column of tags
 """
 
 from __future__ import annotations
@@ -33,15 +34,22 @@ FIRST = ["José", "Zoë", "Ana", "Li", "Mary Ann", "Kwame", "Olga", "Sam", "Priy
 LAST = ["García", "Nguyen", "O'Brien", "Smith", "Müller", "Okafor", "de la Cruz", "Lee", "Patel"]
 AREAS = [201, 212, 312, 415, 646, 718, 917, 305, 404, 617]
 FORMS = ["({a}) {x}-{y}", "{a}-{x}-{y}", "{a}.{x}.{y}", "+1 {a} {x} {y}", "1{a}{x}{y}", "{a}{x}{y}"]
+# Spelled in several cases on purpose: one tag each, whatever the case.
+TAGS = ["volunteers", "Volunteers", "north side", "North Side", "drivers", "board", "youth", ""]
 
 
-def generate(path: Path, rows: int) -> None:
+def generate(path: Path, rows: int, *, tags: bool = False) -> None:
     """A messy but realistic sign-up export: Excel's UTF-8 with BOM, CRLF, phone numbers
-    in every form, about 1% repeated phones, 1% invalid numbers, some blank lines."""
+    in every form, about 1% repeated phones, 1% invalid numbers, some blank lines.
+
+    With ``tags``, a "Groups" column holds none to three tags per row ("volunteers;
+    North Side"), from eight spellings of six tags."""
     rng = random.Random(4)
+    tag_rng = random.Random(5)  # its own, so the other columns are the same either way
     with path.open("w", encoding="utf-8-sig", newline="") as out:
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(["First Name", "Surname", "Mobile", "E-mail", "Signed up"])
+        header = ["First Name", "Surname", "Mobile", "E-mail", "Signed up"]
+        writer.writerow([*header, "Groups"] if tags else header)
         for i in range(rows):
             if i and i % 1000 == 0:
                 out.write("\r\n")
@@ -54,7 +62,10 @@ def generate(path: Path, rows: int) -> None:
                 phone = digits[:5]  # too short
             first, last = rng.choice(FIRST), rng.choice(LAST)
             email = f"member.{i}@example.org" if roll > 0.3 else ""
-            writer.writerow([first, last, phone, email, f"2026-0{1 + i % 9}-1{i % 9}"])
+            cells = [first, last, phone, email, f"2026-0{1 + i % 9}-1{i % 9}"]
+            if tags:
+                cells.append("; ".join(tag_rng.sample(TAGS, tag_rng.randrange(4))))
+            writer.writerow(cells)
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -143,15 +154,20 @@ def main() -> None:
         action="store_true",
         help="Also time django-import-export on a file with plain headers (if installed).",
     )
+    parser.add_argument(
+        "--tags", action="store_true", help="Give the file a Groups column of tags."
+    )
     options = parser.parse_args()
     manage = [sys.executable, str(ROOT / "manage.py")]
     lines = []
     with tempfile.TemporaryDirectory(prefix="smsadmin-bench-") as tmp:
         folder = Path(tmp)
         path = folder / "members.csv"
-        generate(path, options.rows)
+        generate(path, options.rows, tags=options.tags)
         size_mb = path.stat().st_size / (1024 * 1024)
-        print(f"Generated {options.rows:,} rows ({size_mb:.1f} MB).")
+        print(
+            f"Generated {options.rows:,} rows ({size_mb:.1f} MB{', with tags' if options.tags else ''})."
+        )
 
         env = fresh_env(folder, "cli")
         wall, peak, out = run([*manage, "import_members", str(path)], env)

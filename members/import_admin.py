@@ -40,6 +40,7 @@ _COLUMN_LABELS = {
     "last_name": "Last name",
     "email": "Email",
     "name": "Name (split into first and last)",
+    "tags": "Tags (added to the contact's tags; several separated by ; or ,)",
 }
 # A job still waiting this long for a worker gets a hint that none may be running.
 _WORKER_HINT_AFTER_SECONDS = 15

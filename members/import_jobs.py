@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 16
 _UPLOAD_NAME = "upload.csv"
 _REPORT_NAME = "problems.csv"
+# New tag names kept on the job for its page; a file inventing more is shown the first.
+_SHOWN_NEW_TAGS = 50
 
 
 def job_dir(job: ImportJob) -> Path:
@@ -249,6 +251,7 @@ def _preview_job(job: ImportJob) -> None:
         job,
         status=ImportJob.Status.PREVIEWED,
         message="",
+        columns=_with_new_tags(job, summary),
         plan_digest=summary.plan_digest,
         problems=[[p.line, p.kind, p.reason] for p in summary.problems],
         progress_done=job.line_count,
@@ -277,6 +280,7 @@ def _apply_job(job: ImportJob) -> None:
                 "of the same file; confirm again to import them."
             ),
             plan_digest=now_planned.plan_digest,
+            columns=_with_new_tags(job, now_planned),
             progress_done=0,
             previewed_at=timezone.now(),
             **_summary_fields(now_planned),
@@ -310,6 +314,11 @@ def _apply_job(job: ImportJob) -> None:
         applied_at=timezone.now(),
         **_summary_fields(done),
     )
+
+
+def _with_new_tags(job: ImportJob, summary: ImportSummary) -> dict[str, Any]:
+    """The job's columns plus the tags the file would create, so staff spot a typo."""
+    return {**job.columns, "new_tags": summary.new_tags[:_SHOWN_NEW_TAGS]}
 
 
 def _difference(job: ImportJob, summary: ImportSummary) -> str:

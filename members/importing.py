@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,15 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from events.models import Registration
-from members.models import ConsentSource, ImportJob, Member
+from members.models import ConsentSource, ImportJob, Member, Tag
+from members.services import (
+    TAG_MAX_LENGTH,
+    tag_key,
+    tag_links,
+    tag_links_insert,
+    tags_find,
+    tags_get_or_create,
+)
 from smsadmin.csv_export import FORMULA_PREFIXES, escape_cell
 from smsadmin.phones import InvalidPhoneNumber, normalize_phone
 from suppression.services import blocked_phones
@@ -63,7 +72,10 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "email": ("email", "e-mail", "email address", "e-mail address"),
     "name": ("name", "full name", "fullname"),
+    "tags": ("tags", "tag", "groups", "labels"),
 }
+# One tags cell holds several tags: "volunteers; north side" or "volunteers, north side".
+_TAG_SEPARATORS = re.compile(r"[;,]")
 
 
 class ImportFileError(Exception):
@@ -107,6 +119,8 @@ class ImportSummary:
     suppressed: int = 0
     problems: list[Problem] = field(default_factory=list)
     plan_digest: str = ""
+    # Tags the file names that do not exist yet (created by the import).
+    new_tags: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -125,6 +139,7 @@ class ImportSummary:
 class _Contact(NamedTuple):
     phone: str
     values: dict[str, str]  # only the fields the row gives; blank cells never erase
+    tags: tuple[str, ...] = ()  # added to the contact's tags, never replacing them
 
 
 @dataclass(frozen=True)
@@ -221,7 +236,7 @@ def inspect_file(*, path: Path) -> CsvFormat:
 
 def describe_columns(*, fmt: CsvFormat, pool: str) -> dict[str, Any]:
     """Which header cell feeds which field, and which columns are left out."""
-    wanted = ("phone", "name", *_pool_spec(pool=pool, event_id=0).fields)
+    wanted = ("phone", "name", *_pool_spec(pool=pool, event_id=0).fields, "tags")
     used = {name: fmt.header[index] for name, index in fmt.columns.items() if name in wanted}
     unused = [fmt.header[index] for name, index in fmt.columns.items() if name not in wanted]
     return {"used": used, "ignored": [*unused, *fmt.ignored]}
@@ -423,7 +438,29 @@ def _parse_row(cells: list[str], fmt: CsvFormat, spec: _PoolSpec) -> _Contact | 
         if limit and len(value) > limit:
             label = name.replace("_", " ")
             return f"The {label} is longer than {limit} characters."
-    return _Contact(phone, values)
+    if "tags" not in fmt.columns:
+        return _Contact(phone, values)
+    tags = split_tags(cell("tags"))
+    if isinstance(tags, str):
+        return tags
+    return _Contact(phone, values, tags)
+
+
+def split_tags(text: str) -> tuple[str, ...] | str:
+    """The tags of one cell ("volunteers; North  side,") as names, or why they cannot be.
+
+    Separated by ``;`` or ``,``, trimmed, inner spaces made one, empty ones dropped, and
+    one name per tag whatever its case (the first spelling wins).
+    """
+    names: dict[str, str] = {}
+    for part in _TAG_SEPARATORS.split(text):
+        name = " ".join(part.split())
+        if not name:
+            continue
+        if len(name) > TAG_MAX_LENGTH:
+            return f"The tag '{name[:20]}…' is longer than {TAG_MAX_LENGTH} characters."
+        names.setdefault(tag_key(name), name)
+    return tuple(names.values())
 
 
 def split_name(full: str) -> tuple[str, str]:
@@ -517,6 +554,7 @@ def _run(
     plan = hashlib.sha256()
     first_line_of: dict[str, int] = {}
     batch: list[_Contact] = []
+    tags = _TagCache()
     report_writer = csv.writer(report) if report is not None else None
     if report_writer:
         report_writer.writerow(["line", "problem", "reason", *map(escape_cell, fmt.header)])
@@ -529,10 +567,14 @@ def _run(
 
     def flush(line: int) -> None:
         if batch:
-            actions = _write_batch(spec, batch, consent) if write else _plan_batch(spec, batch)
-            for contact, action in zip(batch, actions, strict=True):
+            plans = (
+                _write_batch(spec, batch, consent, tags)
+                if write
+                else _plan_batch(spec, batch, tags)
+            )
+            for contact, (action, adds) in zip(batch, plans, strict=True):
                 setattr(summary, action, getattr(summary, action) + 1)
-                plan.update(f"{action} {contact.phone}\n".encode())
+                plan.update(_plan_line(action, contact.phone, adds))
             for reason in blocked_phones(phones=(c.phone for c in batch)).values():
                 setattr(summary, reason, getattr(summary, reason) + 1)
             batch.clear()
@@ -560,7 +602,58 @@ def _run(
             flush(line)
     flush(line)
     summary.plan_digest = plan.hexdigest()
+    summary.new_tags = list(tags.new.values())
     return summary
+
+
+# What one contact's row will do: "new", "updated" or "unchanged", and the names of the
+# tags it adds to the contact.
+_Plan = tuple[str, tuple[str, ...]]
+
+
+def _plan_line(action: str, phone: str, adds: tuple[str, ...]) -> bytes:
+    # Tags to add are part of the plan, so a tag someone gives the contact between
+    # preview and confirm makes the import stop and preview again.
+    if not adds:
+        return f"{action} {phone}\n".encode()
+    return f"{action} {phone} +{';'.join(sorted(map(tag_key, adds)))}\n".encode()
+
+
+class _TagCache:
+    """The tags a file names, each looked up once per pass, keyed by ``tag_key``."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, Tag] = {}
+        self.missing: set[str] = set()
+        self.new: dict[str, str] = {}  # tags the file brings that did not exist
+
+    def find(self, names: list[str]) -> None:
+        """Look up what is not known yet; a preview creates nothing."""
+        unknown = [
+            n for n in names if tag_key(n) not in self.tags and tag_key(n) not in self.missing
+        ]
+        if not unknown:
+            return
+        found = tags_find(names=unknown)
+        self.tags.update(found)
+        for name in unknown:
+            if tag_key(name) not in found:
+                self.missing.add(tag_key(name))
+                self.new.setdefault(tag_key(name), name)
+
+    def ensure(self, names: list[str]) -> None:
+        """Every tag in ``names``, created when missing (each in its own short write)."""
+        need = [n for n in names if tag_key(n) not in self.tags]
+        if not need:
+            return
+        found, created = tags_get_or_create(names=need)
+        self.tags.update(found)
+        for name in created:
+            self.new.setdefault(tag_key(name), name)
+
+    def forget(self) -> None:
+        self.tags.clear()
+        self.missing.clear()
 
 
 def _existing(spec: _PoolSpec, phones: Iterable[str]) -> dict[str, models.Model]:
@@ -570,36 +663,83 @@ def _existing(spec: _PoolSpec, phones: Iterable[str]) -> dict[str, models.Model]
     return {row.phone: row for row in rows}
 
 
-def _action(contact: _Contact, row: models.Model | None) -> str:
+def _plans(
+    spec: _PoolSpec, batch: list[_Contact], existing: dict[str, models.Model], tags: _TagCache
+) -> list[_Plan]:
+    held: dict[int, set[int]] = {}
+    tagged_ids = [existing[c.phone].pk for c in batch if c.tags and c.phone in existing]
+    if tagged_ids:
+        # Only for a file with tags: which of them these contacts already carry.
+        links = tag_links(spec.model)
+        rows = links.through.objects.filter(
+            **{f"{links.contact_column}__in": tagged_ids}
+        ).values_list(links.contact_column, links.tag_column)
+        for contact_id, tag_id in rows:
+            held.setdefault(contact_id, set()).add(tag_id)
+    plans: list[_Plan] = []
+    for contact in batch:
+        row = existing.get(contact.phone)
+        adds: tuple[str, ...] = ()
+        if contact.tags:
+            have = held.get(row.pk, set()) if row is not None else set()
+            adds = tuple(
+                name
+                for name in contact.tags
+                if (tag := tags.tags.get(tag_key(name))) is None or tag.pk not in have
+            )
+        plans.append((_action(contact, row, adds), adds))
+    return plans
+
+
+def _action(contact: _Contact, row: models.Model | None, adds: tuple[str, ...]) -> str:
     if row is None:
         return "new"
-    if any(getattr(row, name) != value for name, value in contact.values.items()):
+    if adds or any(getattr(row, name) != value for name, value in contact.values.items()):
         return "updated"
     return "unchanged"
 
 
-def _plan_batch(spec: _PoolSpec, batch: list[_Contact]) -> list[str]:
+def _batch_tag_names(batch: list[_Contact]) -> list[str]:
+    # One name per tag, spelled as it first appears in the file: that spelling is the
+    # one a new tag gets.
+    names: dict[str, str] = {}
+    for contact in batch:
+        for name in contact.tags:
+            names.setdefault(tag_key(name), name)
+    return list(names.values())
+
+
+def _plan_batch(spec: _PoolSpec, batch: list[_Contact], tags: _TagCache) -> list[_Plan]:
+    if names := _batch_tag_names(batch):
+        tags.find(names)
     existing = _existing(spec, (c.phone for c in batch))
-    return [_action(c, existing.get(c.phone)) for c in batch]
+    return _plans(spec, batch, existing, tags)
 
 
 def _write_batch(
-    spec: _PoolSpec, batch: list[_Contact], consent: ImportConsent | None
-) -> list[str]:
+    spec: _PoolSpec, batch: list[_Contact], consent: ImportConsent | None, tags: _TagCache
+) -> list[_Plan]:
+    names = _batch_tag_names(batch)
     try:
-        return _write_batch_once(spec, batch, consent)
+        if names:
+            tags.ensure(names)
+        return _write_batch_once(spec, batch, consent, tags)
     except IntegrityError:
-        # Someone added one of these phones between our read and our insert; read the
-        # batch again and update that row instead of duplicating it.
-        return _write_batch_once(spec, batch, consent)
+        # Someone added one of these phones between our read and our insert (or deleted
+        # a tag we had just looked up); read the batch again and update that row instead
+        # of duplicating it.
+        tags.forget()
+        if names:
+            tags.ensure(names)
+        return _write_batch_once(spec, batch, consent, tags)
 
 
 @transaction.atomic
 def _write_batch_once(
-    spec: _PoolSpec, batch: list[_Contact], consent: ImportConsent | None
-) -> list[str]:
+    spec: _PoolSpec, batch: list[_Contact], consent: ImportConsent | None, tags: _TagCache
+) -> list[_Plan]:
     existing = _existing(spec, (c.phone for c in batch))
-    actions = [_action(c, existing.get(c.phone)) for c in batch]
+    plans = _plans(spec, batch, existing, tags)
     now = timezone.now()
     consent_fields = consent.fields(now) if consent else {}
     if consent and existing:
@@ -611,11 +751,11 @@ def _write_batch_once(
     created: list[models.Model] = []
     changed: list[models.Model] = []
     changed_fields: set[str] = set()
-    for contact, action in zip(batch, actions, strict=True):
+    tagged: list[tuple[models.Model, tuple[str, ...]]] = []
+    for contact, (action, adds) in zip(batch, plans, strict=True):
         if action == "new":
-            created.append(
-                spec.model(**spec.scope, phone=contact.phone, **contact.values, **consent_fields)
-            )
+            row = spec.model(**spec.scope, phone=contact.phone, **contact.values, **consent_fields)
+            created.append(row)
         elif action == "updated":
             row = existing[contact.phone]
             for name, value in contact.values.items():
@@ -624,13 +764,36 @@ def _write_batch_once(
             if spec.touch_updated_at:
                 row.updated_at = now  # type: ignore[attr-defined]
             changed.append(row)
+        else:
+            continue
+        if adds:
+            tagged.append((row, adds))
     if created:
         spec.model.objects.bulk_create(created, batch_size=BATCH_SIZE)
     if changed:
         if spec.touch_updated_at:
             changed_fields.add("updated_at")
-        spec.model.objects.bulk_update(changed, sorted(changed_fields), batch_size=BATCH_SIZE)
-    return actions
+        # A registration whose only change is a tag has no column to write.
+        if changed_fields:
+            spec.model.objects.bulk_update(changed, sorted(changed_fields), batch_size=BATCH_SIZE)
+    if tagged:
+        _add_tag_links(spec, tagged, tags)
+    return plans
+
+
+def _add_tag_links(
+    spec: _PoolSpec, tagged: list[tuple[models.Model, tuple[str, ...]]], tags: _TagCache
+) -> None:
+    if any(row.pk is None for row, _ in tagged):
+        # A database that does not return the new rows' ids from a bulk insert.
+        ids = {
+            phone: row.pk for phone, row in _existing(spec, (r.phone for r, _ in tagged)).items()
+        }
+        for row, _ in tagged:
+            row.pk = ids[row.phone]  # type: ignore[attr-defined]
+    pairs = [(row.pk, tags.tags[tag_key(name)].pk) for row, adds in tagged for name in adds]
+    # A link someone else added meanwhile is skipped, never duplicated.
+    tag_links_insert(model=spec.model, pairs=pairs)
 
 
 def format_summary(summary: ImportSummary, *, applied: bool) -> list[str]:
@@ -645,6 +808,12 @@ def format_summary(summary: ImportSummary, *, applied: bool) -> list[str]:
         f"Of the contacts in the file, {counts['unsubscribed']} are unsubscribed and "
         f"{counts['suppressed']} suppressed: they are kept but get no blasts.",
     ]
+    if summary.new_tags:
+        verb = "Created" if applied else "Would create"
+        shown = ", ".join(f"'{name}'" for name in summary.new_tags[:20])
+        more = f" and {len(summary.new_tags) - 20} more" if len(summary.new_tags) > 20 else ""
+        count = len(summary.new_tags)
+        lines.append(f"{verb} {count} new tag{'s' if count != 1 else ''}: {shown}{more}.")
     return lines
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Model, QuerySet
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import ManyToManyField, Model, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
@@ -32,6 +34,7 @@ EXPORT_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("email", "email"),
         ("active", "is_active"),
         ("notes", "notes"),
+        ("tags", "tags"),
         ("created", "created_at"),
         ("updated", "updated_at"),
         ("consent", "consent_source"),
@@ -46,6 +49,7 @@ EXPORT_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("event id", "event_id"),
         ("event", "event__name"),
         ("event starts", "event__starts_at"),
+        ("tags", "tags"),
         ("registered", "created_at"),
         ("consent", "consent_source"),
         ("consent given", "consent_at"),
@@ -146,8 +150,51 @@ def csv_rows(queryset: QuerySet, columns: list[tuple[str, str]]) -> Iterator[str
     # Excel reads a file without a BOM as Windows-1252 and mangles accents.
     yield "\ufeff" + writer.writerow([header for header, _ in columns])
     lookups = [lookup for _, lookup in columns]
-    for row in queryset.values_list(*lookups).iterator(chunk_size=2000):
-        yield writer.writerow([escape_cell(value) for value in row])
+    many = [_many_to_many(queryset.model, lookup) for lookup in lookups]
+    if not any(many):
+        for row in queryset.values_list(*lookups).iterator(chunk_size=2000):
+            yield writer.writerow([escape_cell(value) for value in row])
+        return
+    # A many-to-many column (tags) would repeat the row once per tag in values_list:
+    # read the rows by chunk and each chunk's names in one more query per column.
+    plain = [lookup for lookup, m2m in zip(lookups, many, strict=True) if m2m is None]
+    rows = queryset.values_list("pk", *plain).iterator(chunk_size=_EXPORT_CHUNK)
+    while chunk := list(islice(rows, _EXPORT_CHUNK)):
+        ids = [row[0] for row in chunk]
+        names = [_names_by_pk(m2m, ids) if m2m else None for m2m in many]
+        for pk, *values in chunk:
+            cells = iter(values)
+            out = [
+                "; ".join(joined.get(pk, ())) if joined is not None else next(cells)
+                for joined in names
+            ]
+            yield writer.writerow([escape_cell(value) for value in out])
+
+
+_EXPORT_CHUNK = 2000
+
+
+def _many_to_many(model: type[Model], lookup: str) -> ManyToManyField | None:
+    try:
+        field = model._meta.get_field(lookup)
+    except FieldDoesNotExist:
+        return None
+    return field if isinstance(field, ManyToManyField) else None
+
+
+def _names_by_pk(field: ManyToManyField, ids: list[Any]) -> dict[Any, list[str]]:
+    """``str()`` of the related objects of each row in ``ids``, in their model's order."""
+    through = field.remote_field.through
+    source, target = field.m2m_field_name(), field.m2m_reverse_field_name()
+    related = field.related_model._meta  # type: ignore[union-attr]
+    order = [f"{target}__{name}" for name in related.ordering] or [f"{target}_id"]
+    names: dict[Any, list[str]] = {}
+    rows = (
+        through.objects.filter(**{f"{source}_id__in": ids}).select_related(target).order_by(*order)
+    )
+    for link in rows:
+        names.setdefault(getattr(link, f"{source}_id"), []).append(str(getattr(link, target)))
+    return names
 
 
 @admin.action(description="Export selected to CSV", permissions=["view"])
