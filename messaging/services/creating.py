@@ -110,6 +110,15 @@ def _render(template: Template, recipient: _Recipient) -> str:
     )
 
 
+def default_name(body: str) -> str:
+    """A blast's name when staff give none: its first line, cut at a word with "…"."""
+    first = body.strip().splitlines()[0].strip() if body.strip() else ""
+    if len(first) <= 60:
+        return first
+    cut = first[:59].rsplit(" ", 1)[0] if " " in first[:59] else first[:59]
+    return cut.rstrip() + "…"
+
+
 def blast_check_text(*, body: str) -> Template:
     """The text, parsed; BlastError (field ``body``) when it cannot be sent as written."""
     try:
@@ -217,7 +226,7 @@ def blast_create(
     try:
         blast = retry_when_busy(
             lambda: Blast.objects.create(
-                name=name.strip() or body.strip().splitlines()[0][:60],
+                name=name.strip() or default_name(body),
                 body=body,
                 audience_community=community,
                 status=B.PREPARING,

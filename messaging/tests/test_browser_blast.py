@@ -311,12 +311,6 @@ def test_a_blast_page_with_its_approval_forms_fits_a_phone_screen(
     assert outbox_count(live_app, phones) == Counter(phones[:3])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Product bug: the blast page's title (the h1, the blast's name, by default the "
-    "message's first line) does not wrap a long unbroken word such as a link, so at 390 px "
-    "it is cut off at the right edge and the page scrolls sideways.",
-)
 def test_a_blast_whose_first_line_is_a_long_link_fits_a_phone_screen(
     phone_page: Page, live_app: LiveApp
 ) -> None:

@@ -529,3 +529,16 @@ def test_a_form_without_its_key_says_to_reload_and_creates_nothing(manager):
     assert response.status_code == 400
     assert "Reload the page and try again" in response.content.decode()
     assert not Blast.objects.exists()
+
+
+def test_a_blast_without_a_name_is_named_by_its_first_line_cut_at_a_word(manager):
+    make_members(1)
+    first = "The community garden opens on Saturday with a picnic and music for everyone"
+    manager.post("/compose/confirm/", compose_data(first + "\n" + OPT_OUT))
+    assert Blast.objects.get().name == "The community garden opens on Saturday with a picnic and…"
+
+
+def test_one_recipient_is_one_person(manager):
+    make_members(1)
+    response = manager.post("/compose/confirm/", compose_data("Hi" + OPT_OUT), follow=True)
+    assert "Sending to 1 person." in response.content.decode()

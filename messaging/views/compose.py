@@ -105,6 +105,10 @@ class ComposeForm(forms.Form):
         return result
 
 
+def people(n: int) -> str:
+    return f"{n:,} {'person' if n == 1 else 'people'}"
+
+
 def _ids(values: list[str]) -> list[int]:
     """The ids among ``values`` that can be ids at all; others are left out (an id that
     names nothing is the form's business, with a message)."""
@@ -234,12 +238,12 @@ def confirm(request: HttpRequest) -> HttpResponse:
     elif blast.status == blast.Status.AWAITING_APPROVAL:
         messages.warning(
             request,
-            f"Saved. It goes to {to_text:,} people, more than "
+            f"Saved. It goes to {people(to_text)}, more than "
             f"{approval_threshold(user=request.user):,}, so it waits for an Admin's approval "
             "before anything is sent.",
         )
     else:
-        messages.success(request, f"Sending to {to_text:,} people.")
+        messages.success(request, f"Sending to {people(to_text)}.")
     return redirect(reverse("messaging:blast", args=[blast.pk]))
 
 
