@@ -542,3 +542,16 @@ def test_one_recipient_is_one_person(manager):
     make_members(1)
     response = manager.post("/compose/confirm/", compose_data("Hi" + OPT_OUT), follow=True)
     assert "Sending to 1 person." in response.content.decode()
+
+
+def test_as_one_types_the_audience_counts_are_reused_by_that_form_for_a_minute(manager):
+    make_members(3)
+    key = str(uuid.uuid4())
+    assert preflight(manager, "Hi" + OPT_OUT, idempotency_key=key)["recipients"] == 3
+    Member.objects.create(first_name="New", last_name="N", phone=phone(90))
+    # The same form, typing on: the panel is not re-counted on every keystroke.
+    assert preflight(manager, "Hi there" + OPT_OUT, idempotency_key=key)["recipients"] == 3
+    # Another form, or none, counts afresh; so does the confirm step.
+    assert preflight(manager, "Hi" + OPT_OUT, idempotency_key=str(uuid.uuid4()))["recipients"] == 4
+    manager.post("/compose/confirm/", compose_data("Hi" + OPT_OUT, key=key))
+    assert Delivery.objects.filter(status=Delivery.Status.PENDING).count() == 4
