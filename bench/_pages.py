@@ -312,7 +312,14 @@ def pages(seed_info: dict[str, Any]) -> list[dict[str, Any]]:
     code = int(next(iter(seed_info["failed_codes"])))
 
     def preflight(audience: dict[str, Any]) -> dict[str, Any]:
+        # Without the form's key: every request counts the audience afresh, as the first
+        # keystroke of a compose form does.
         return {"body": BODY, **audience}
+
+    def typing(audience: dict[str, Any]) -> dict[str, Any]:
+        # One form's key: what a manager's later keystrokes cost (the audience's counts
+        # and names are reused by that form for a minute).
+        return {"body": BODY, "idempotency_key": str(uuid.uuid4()), **audience}
 
     def ok_json(response: Any) -> str | None:
         answer = json.loads(response.content)
@@ -361,7 +368,32 @@ def pages(seed_info: dict[str, Any]) -> list[dict[str, Any]]:
             "check": ok_json,
         },
         {
-            "name": "POST /compose/ (review, community)",
+            "name": "POST /compose/preflight/ community, typing on",
+            "method": "post",
+            "path": "/compose/preflight/",
+            "data": typing({"community": "on"}),
+            "check": ok_json,
+        },
+        {
+            "name": "POST /compose/preflight/ community + event, typing on",
+            "method": "post",
+            "path": "/compose/preflight/",
+            "data": typing({"community": "on", "events": [event]}),
+            "check": ok_json,
+        },
+        {
+            "name": "POST /compose/ (review, a new form each time)",
+            "method": "post",
+            "path": "/compose/",
+            "data": lambda: {
+                "body": BODY,
+                "community": "on",
+                "idempotency_key": str(uuid.uuid4()),
+            },
+            "check": contains("Confirm and send to"),
+        },
+        {
+            "name": "POST /compose/ (review after the form's panel)",
             "method": "post",
             "path": "/compose/",
             "data": {"body": BODY, "community": "on", "idempotency_key": str(uuid.uuid4())},
@@ -403,7 +435,9 @@ def _percentile(values: list[float], q: float) -> float:
 def _request(client: Client, page: dict[str, Any]) -> Any:
     if page["method"] == "get":
         return client.get(page["path"])
-    return client.post(page["path"], page["data"])
+    data = page["data"]
+    # A callable makes fresh data for each request (a new compose form each time).
+    return client.post(page["path"], data() if callable(data) else data)
 
 
 def _failure(page: dict[str, Any], response: Any) -> str | None:

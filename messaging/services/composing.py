@@ -264,8 +264,16 @@ def _candidates(audience: Audience, template: Template) -> tuple[list[Person], b
         longest = sized.order_by("-weighed", "id").values_list("first_name", "last_name")
         for first, last in longest[:LONGEST_NAMES]:
             people[Person(first, last, event_id)] = None
+        # Only the names the text uses can make a message dearer.
+        costly = Q()
+        if first_weight:
+            costly |= _costly("first_name")
+        if last_weight:
+            costly |= _costly("last_name")
+        if not costly:
+            continue
         unusual = (
-            sized.filter(_costly("first_name") | _costly("last_name"))
+            sized.filter(costly)
             .order_by()
             .values_list("first_name", "last_name")
             .distinct()[: UNUSUAL_NAMES + 1]
