@@ -73,7 +73,8 @@ def blast_cancel(*, blast_id: int, reason: str = "Cancelled by staff") -> int | 
     now = timezone.now()
     with transaction.atomic():
         changed = Blast.objects.filter(
-            pk=blast_id, status__in=[B.SCHEDULED, B.QUEUED, B.SENDING, B.PAUSED]
+            pk=blast_id,
+            status__in=[B.SCHEDULED, B.MISSED, B.DISPATCHING, B.QUEUED, B.SENDING, B.PAUSED],
         ).update(status=B.CANCELLED, status_reason=reason, finished_at=now, updated_at=now)
         if not changed:
             return None
