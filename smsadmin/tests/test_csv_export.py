@@ -78,6 +78,7 @@ def test_members_export_selected_escaped_and_importable_again(admin_client, tmp_
         "email",
         "active",
         "notes",
+        "tags",
         "created",
         "updated",
         "consent",
