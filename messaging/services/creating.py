@@ -327,6 +327,77 @@ def _hold_until_due(*, blast: Blast, approval_above: int | None) -> None:
     )
 
 
+def blast_update_scheduled(
+    *,
+    blast_id: int,
+    body: str,
+    community: bool = False,
+    event_ids: Iterable[int] = (),
+    tag_ids: Iterable[int] = (),
+    name: str = "",
+    scheduled_for: datetime | None = None,
+    remind_before: timedelta | None = None,
+    quiet_hours_override: bool = False,
+    approval_above: int | None = None,
+) -> Blast:
+    """Change a scheduled blast before its time: text, audience, time.
+
+    Refused (BlastError) once a dispatch pass has claimed it: the change and the claim
+    both lock the blast's row, so either the pass sends the changed blast or the change
+    finds it started. Without a time it goes at the next pass. A change that makes a
+    Social manager's blast larger than ``approval_above`` waits for approval again.
+    """
+    tag_ids = sorted(set(tag_ids))
+    template, events = blast_validate(
+        body=body, community=community, event_ids=event_ids, tag_ids=tag_ids
+    )
+    remind_event = None
+    if remind_before is not None:
+        if community or len(events) != 1:
+            raise BlastError(
+                "A reminder goes to one event's registrations: choose that event alone.",
+                field="audience",
+            )
+        remind_event = events[0]
+        scheduled_for = remind_event.starts_at - remind_before
+    status = B.SCHEDULED
+    if approval_above is not None:
+        from messaging.services.composing import Audience, audience_breakdown
+
+        audience = Audience.of(community=community, event_ids=event_ids, tag_ids=tag_ids)
+        if audience_breakdown(audience=audience).recipients > approval_above:
+            status = B.AWAITING_APPROVAL
+
+    def change() -> Blast:
+        with transaction.atomic():
+            blast = (
+                Blast.objects.select_for_update()
+                .filter(pk=blast_id, status__in=[B.SCHEDULED, B.AWAITING_APPROVAL])
+                .first()
+            )
+            if blast is None:
+                raise BlastError(
+                    "It can no longer be changed: it has started, or was cancelled. "
+                    "Nothing was changed."
+                )
+            blast.body = body
+            blast.name = name.strip() or body.strip().splitlines()[0][:60]
+            blast.audience_community = community
+            blast.scheduled_for = scheduled_for or timezone.now()
+            blast.remind_event = remind_event
+            blast.remind_before = remind_before
+            blast.quiet_hours_override = quiet_hours_override
+            blast.status = status
+            if status == B.AWAITING_APPROVAL:
+                blast.reviewed_by, blast.reviewed_at, blast.review_note = None, None, ""
+            blast.save()
+            blast.audience_events.set(events)
+            blast.audience_tags.set(tag_ids)
+            return blast
+
+    return retry_when_busy(change, what="changing a scheduled blast")
+
+
 def blast_write_rows(*, blast: Blast) -> tuple[int, int]:
     """Write a scheduled blast's rows from its audience as it is now: (rows, to text).
 
