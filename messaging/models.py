@@ -394,6 +394,12 @@ class Delivery(models.Model):
             models.Index(
                 fields=["attention"], condition=~models.Q(attention=""), name="delivery_attention"
             ),
+            # The blast page's error-code filter and its list of codes present.
+            models.Index(
+                fields=["blast", "error_code"],
+                condition=models.Q(error_code__isnull=False),
+                name="delivery_blast_error_code",
+            ),
         ]
 
     def __str__(self) -> str:

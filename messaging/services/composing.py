@@ -14,14 +14,17 @@ name with a character outside ASCII, which is where a non-GSM character can hide
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from django.conf import settings
-from django.db.models import Count, F, Func, IntegerField, Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet
 from django.db.models.functions import Length
 
 from events.models import Event, Registration
@@ -40,6 +43,8 @@ from messaging.twilio_errors import describe
 from smsadmin.models import User
 from suppression.models import SuppressedContact, UnsubscribedContact
 from suppression.services import blocked_phones
+
+T = TypeVar("T")
 
 # Names rendered to find the longest message: the longest few per pool, and the
 # distinct names with a character outside ASCII, up to this many.
@@ -131,31 +136,35 @@ def audience_breakdown(*, audience: Audience) -> Breakdown:
             others = others.exclude(phone__in=registrations.values("phone"))
         inactive = others.count()
 
+    # The opt-out lists are small and the audience large: walk the lists and probe the
+    # audience by phone (members' phones are unique and indexed; registrations' too).
     phones_in = Q()
     if audience.community:
-        phones_in |= Q(phone__in=members.values("phone"))
+        phones_in |= Q(Exists(members.filter(phone=OuterRef("phone"))))
     if audience.event_ids:
-        phones_in |= Q(phone__in=registrations.values("phone"))
-    if not phones_in:
+        phones_in |= Q(Exists(registrations.filter(phone=OuterRef("phone"))))
+    if not (audience.community or audience.event_ids):
         return Breakdown(0, 0, inactive, 0, 0, 0, 0)
 
-    if audience.community and audience.event_ids:
-        distinct = (
-            members.order_by().values("phone").union(registrations.order_by().values("phone"))
-        ).count()
-    elif audience.event_ids:
-        distinct = registrations.values("phone").distinct().count()
+    if audience.event_ids:
+        # Registrations' distinct phones that are not also in the community audience.
+        others = registrations.order_by().values("phone").distinct()
+        if audience.community:
+            others = others.exclude(Exists(members.filter(phone=OuterRef("phone"))))
+        distinct = member_count + others.count()
     else:
         distinct = member_count  # a member's phone is unique
 
-    unsubscribed_phones = UnsubscribedContact.objects.filter(phones_in, lifted=False).values(
-        "phone"
+    unsubscribed = (
+        UnsubscribedContact.objects.filter(phones_in, lifted=False)
+        .values("phone")
+        .distinct()
+        .count()
     )
-    unsubscribed = unsubscribed_phones.distinct().count()
     # An opt-out wins over a suppression, as when the blast is created.
     suppressed = (
         SuppressedContact.objects.filter(phones_in, lifted=False)
-        .exclude(phone__in=UnsubscribedContact.objects.filter(lifted=False).values("phone"))
+        .exclude(Exists(UnsubscribedContact.objects.filter(lifted=False, phone=OuterRef("phone"))))
         .values("phone")
         .distinct()
         .count()
@@ -349,8 +358,44 @@ def approval_threshold(*, user: User | None) -> int | None:
     return int(threshold)
 
 
-def blast_preflight(*, body: str, audience: Audience, user: User | None = None) -> Preflight:
-    """The compose panel for ``body`` sent to ``audience``, as it stands now."""
+# How long one compose form reuses what it learned about its audience (counts, names)
+# while the manager types; the confirm step always looks afresh.
+PROFILE_SECONDS = 60
+_MISS = object()
+
+
+class _Memo:
+    """What a compose form learned about its audience, kept for PROFILE_SECONDS under
+    the form's key: only the text changes from one keystroke to the next."""
+
+    def __init__(self, key: str | None, audience: Audience) -> None:
+        who = (
+            f"{int(audience.community)}-{'.'.join(map(str, audience.event_ids))}-"
+            f"{'.'.join(map(str, audience.tag_ids))}"
+        )
+        digest = hashlib.sha1(who.encode(), usedforsecurity=False).hexdigest()
+        self.prefix = f"compose:{key}:{digest}" if key else None
+
+    def __call__(self, name: str, compute: Callable[[], T]) -> T:
+        if self.prefix is None:
+            return compute()
+        full = f"{self.prefix}:{name}"
+        hit = cache.get(full, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        value = compute()
+        cache.set(full, value, PROFILE_SECONDS)
+        return value
+
+
+def blast_preflight(
+    *, body: str, audience: Audience, user: User | None = None, reuse_for: str | None = None
+) -> Preflight:
+    """The compose panel for ``body`` sent to ``audience``, as it stands now.
+
+    ``reuse_for`` (the compose form's key) lets the answers about the audience be reused
+    for a minute by the same form, as the manager types; without it, all is fresh."""
+    memo = _Memo(reuse_for, audience)
     result = Preflight()
     result.text = segment_info(text=body)
     template: Template | None = None
@@ -371,8 +416,8 @@ def blast_preflight(*, body: str, audience: Audience, user: User | None = None) 
         result.add_error("audience", str(exc))
         return result
 
-    result.audience_text = audience.describe()
-    breakdown = audience_breakdown(audience=audience)
+    result.audience_text = memo("describe", audience.describe)
+    breakdown = memo("breakdown", lambda: audience_breakdown(audience=audience))
     result.breakdown = breakdown
     if breakdown.recipients == 0:
         result.add_error(
@@ -385,14 +430,19 @@ def blast_preflight(*, body: str, audience: Audience, user: User | None = None) 
         return result
 
     by_id = {event.pk: event for event in events}
-    first = _first_recipient(audience)
+    first = memo("first", lambda: _first_recipient(audience))
     if first is not None:
         result.preview = render_for(template, first, by_id)
         result.preview_for = first.name or "a recipient with no name"
 
     person_fields = template.fields & set(PLACEHOLDERS) - {"org_name"}
     if person_fields:
-        people, result.longest_complete = _candidates(audience, template)
+        uses = [name for _, name in template.pieces if name]
+        people, result.longest_complete = memo(
+            f"candidates:{uses.count('first_name')}:{uses.count('last_name')}:"
+            f"{uses.count('full_name')}",
+            lambda: _candidates(audience, template),
+        )
     else:
         people = [first] if first else []
     longest: tuple[int, int] = (-1, -1)
@@ -429,7 +479,10 @@ def blast_preflight(*, body: str, audience: Audience, user: User | None = None) 
         result.warnings.append(
             'Community blasts should say how to opt out, for example "Reply STOP to opt out."'
         )
-    for name, n in sorted(_empty_fields(audience, template).items()):
+    empty = memo(
+        "empty:" + ",".join(sorted(template.fields)), lambda: _empty_fields(audience, template)
+    )
+    for name, n in sorted(empty.items()):
         result.warnings.append(
             f"{{{name}}} is empty for {n:,} recipient{'s' if n != 1 else ''}: "
             "they get the text without it."

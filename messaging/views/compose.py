@@ -209,12 +209,18 @@ class ComposeForm(forms.Form):
             tag_ids=[tag.pk for tag in data.get("tags") or []] if data.get("community") else [],
         )
 
-    def check(self, *, user: Any) -> Preflight | None:
-        """Validate, then run the pre-flight: its errors go next to their fields."""
+    def check(self, *, user: Any, reuse: bool = False) -> Preflight | None:
+        """Validate, then run the pre-flight: its errors go next to their fields.
+
+        ``reuse``: what this form learned about its audience in the last minute may be
+        reused (the review step); the confirm step looks afresh."""
         if not self.is_valid():
             return None
         result = blast_preflight(
-            body=self.cleaned_data["body"], audience=self.audience(), user=user
+            body=self.cleaned_data["body"],
+            audience=self.audience(),
+            user=user,
+            reuse_for=str(self.cleaned_data["idempotency_key"]) if reuse else None,
         )
         for where, problems in result.errors.items():
             for problem in problems:
@@ -235,6 +241,18 @@ class ComposeForm(forms.Form):
                 f"pauses then and goes on by itself at {hours.end:%H:%M}."
             )
         return result
+
+
+def people(n: int) -> str:
+    return f"{n:,} {'person' if n == 1 else 'people'}"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _ids(values: list[str]) -> list[int]:
@@ -336,7 +354,7 @@ def compose(request: HttpRequest) -> HttpResponse:
         return _page(request, form, preflight)
 
     form = ComposeForm(request.POST)
-    preflight = form.check(user=request.user)
+    preflight = form.check(user=request.user, reuse=True)
     if preflight is None or not preflight.ok or form.errors:
         return _page(request, form, preflight, status=400)
     return TemplateResponse(
@@ -445,7 +463,7 @@ def confirm(request: HttpRequest) -> HttpResponse:
     elif blast.status == blast.Status.AWAITING_APPROVAL:
         messages.warning(
             request,
-            f"Saved. It goes to {to_text:,} people, more than "
+            f"Saved. It goes to {people(to_text)}, more than "
             f"{approval_threshold(user=request.user):,}, so it waits for an Admin's approval "
             "before anything is sent.",
         )
@@ -455,7 +473,7 @@ def confirm(request: HttpRequest) -> HttpResponse:
             f"Scheduled for {local_time(blast.scheduled_for)}. Its recipients are taken then.",
         )
     else:
-        messages.success(request, f"Sending to {to_text:,} people.")
+        messages.success(request, f"Sending to {people(to_text)}.")
     return redirect(reverse("messaging:blast", args=[blast.pk]))
 
 
@@ -471,7 +489,13 @@ def preflight(request: HttpRequest) -> HttpResponse:
         event_ids=_ids(request.POST.getlist("events")),
         tag_ids=_ids(request.POST.getlist("tags")) if data["community"] else [],
     )
-    result = blast_preflight(body=data["body"], audience=audience, user=request.user)
+    key = request.POST.get("idempotency_key", "")
+    result = blast_preflight(
+        body=data["body"],
+        audience=audience,
+        user=request.user,
+        reuse_for=key if _is_uuid(key) else None,
+    )
     html = render_to_string("messaging/compose_panel.html", {"preflight": result}, request=request)
     text = result.text
     return JsonResponse(
