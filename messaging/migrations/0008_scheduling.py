@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('events', '0003_registration_tags'),
         ('members', '0004_tags'),
-        ('messaging', '0006_compose_approval'),
+        ('messaging', '0007_delivery_error_code_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
