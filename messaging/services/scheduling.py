@@ -34,6 +34,7 @@ from events.models import Event
 from messaging.models import Blast, Delivery, Recurrence
 from messaging.quiet_hours import quiet_hours
 from messaging.services.busy import retry_when_busy
+from messaging.services.composing import approval_threshold
 from messaging.services.creating import BlastError, blast_create, blast_write_rows
 from messaging.services.queueing import blast_enqueue
 from smsadmin.models import Heartbeat, User
@@ -268,6 +269,9 @@ def recurrences_fire(*, now: datetime) -> int:
                     quiet_hours_override=recurrence.quiet_hours_override,
                     recurrence_id=recurrence.pk,
                     hold=True,
+                    # A Social manager's occurrence to more people than the threshold
+                    # waits for an Admin, as their one-off blasts do.
+                    approval_above=approval_threshold(user=recurrence.created_by),
                 )
                 made += 1
             except BlastError as exc:

@@ -363,3 +363,20 @@ def test_a_blast_cancelled_while_its_rows_are_written_sends_nothing(monkeypatch)
     assert set(Delivery.objects.filter(blast=blast).values_list("status", flat=True)) == {
         S.CANCELLED
     }
+
+
+def test_a_social_managers_large_repeating_blast_waits_for_approval_each_time(
+    settings, manager_user
+):
+    settings.BLAST_APPROVAL_THRESHOLD = 2
+    make_members(3)
+    recurrence = weekly(
+        starts_on=date.today(), ends_on=date.today() + timedelta(days=30), created_by=manager_user
+    )
+    Recurrence.objects.filter(pk=recurrence.pk).update(
+        next_run_at=timezone.now() - timedelta(seconds=5)
+    )
+    scheduled_dispatch()
+    occurrence = Blast.objects.get(recurrence=recurrence)
+    assert occurrence.status == B.AWAITING_APPROVAL
+    assert not OutboxMessage.objects.exists()
