@@ -154,7 +154,9 @@ class Blast(models.Model):
         "events.Event",
         null=True,
         blank=True,
-        on_delete=models.CASCADE,
+        # A reminder already sent stays on record; one not sent yet is cancelled when its
+        # event is deleted (messaging/apps.py).
+        on_delete=models.SET_NULL,
         related_name="reminders",
         help_text="A reminder: sent remind_before the start of this event, which it follows "
         "when the event moves.",
@@ -266,6 +268,15 @@ class Recurrence(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+    )
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last changed it: occurrences wait for approval if either its author "
+        "or its last editor would have to ask for it.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -388,6 +388,7 @@ class RecurrenceAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change) -> None:  # type: ignore[no-untyped-def]
         if not change:
             obj.created_by = request.user
+        obj.changed_by = request.user
         super().save_model(request, obj, form, change)
         # Its next occurrence counts from now: a changed day or time applies from the next one.
         recurrence_schedule(recurrence=obj)

@@ -45,6 +45,11 @@ def blast_approve(*, blast_id: int, user: User, note: str = "") -> Blast:
         raise BlastError("That blast no longer exists.")
     if blast.created_by_id == user.pk:
         raise BlastError("Nobody approves their own blast: another Admin must approve it.")
+    event = blast.remind_event
+    if event is not None and event.starts_at <= timezone.now():
+        raise BlastError(
+            f"This reminder can no longer be sent: {event.name} has started. Reject it instead."
+        )
     now = timezone.now()
     # A blast to send later has no rows yet: it waits for the dispatch pass, which
     # writes them; approved after its time, it goes at once rather than as missed.

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from events.models import Event, Registration
@@ -383,6 +383,9 @@ def blast_update_scheduled(
             blast = (
                 Blast.objects.select_for_update()
                 .filter(pk=blast_id, status__in=[B.SCHEDULED, B.AWAITING_APPROVAL])
+                # Only a blast to send later, whose rows are not written yet: a waiting
+                # blast to send now already has the rows an Admin is asked about.
+                .exclude(Exists(Delivery.objects.filter(blast_id=OuterRef("pk"))))
                 .first()
             )
             if blast is None:
@@ -408,12 +411,26 @@ def blast_update_scheduled(
     return retry_when_busy(change, what="changing a scheduled blast")
 
 
-def blast_write_rows(*, blast: Blast) -> tuple[int, int]:
+class TakenOver(Exception):
+    """Another dispatch pass took this blast over (this one was taken for dead)."""
+
+
+def blast_write_rows(*, blast: Blast, stamp: datetime | None = None) -> tuple[int, int]:
     """Write a scheduled blast's rows from its audience as it is now: (rows, to text).
 
     Rows already there (a dispatch pass that died half-way) are kept: rows are unique
     per phone, so writing again adds only the missing ones and texts nobody twice.
+    With ``stamp`` (the pass's claim), each batch is written only while the blast is
+    still dispatching under that claim; otherwise TakenOver.
     """
+    still_ours = None
+    if stamp is not None:
+
+        def still_ours() -> bool:
+            return Blast.objects.filter(
+                pk=blast.pk, status=B.DISPATCHING, processing_started_at=stamp
+            ).exists()
+
     template = blast_check_text(body=blast.body)
     events = list(blast.audience_events.order_by("id"))
     tag_ids = list(blast.audience_tags.values_list("pk", flat=True))
@@ -426,6 +443,7 @@ def blast_write_rows(*, blast: Blast) -> tuple[int, int]:
         events=events,
         tag_ids=tag_ids,
         ignore_conflicts=True,
+        still_ours=still_ours,
     )
     rows = Delivery.objects.filter(blast=blast)
     return rows.count(), rows.exclude(status=S.SKIPPED).count()
@@ -461,8 +479,12 @@ def _write_rows(
     events: list[Event],
     tag_ids: Iterable[int] = (),
     ignore_conflicts: bool = False,
+    still_ours: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
-    """Write every recipient's row; (rows written, rows to text: not skipped)."""
+    """Write every recipient's row; (rows written, rows to text: not skipped).
+
+    ``still_ours`` is checked inside each batch's transaction: when it says no (another
+    dispatch pass took the blast over), TakenOver is raised and nothing more is written."""
     seen: set[str] = set()
     batch: list[_Recipient] = []
     total = 0
@@ -500,6 +522,8 @@ def _write_rows(
 
         def insert() -> None:
             with transaction.atomic():
+                if still_ours is not None and not still_ours():
+                    raise TakenOver
                 Delivery.objects.bulk_create(rows, ignore_conflicts=ignore_conflicts)
                 # Progress the sweeper can see: preparing for long without it, it died.
                 Blast.objects.filter(pk=blast.pk).update(updated_at=timezone.now())

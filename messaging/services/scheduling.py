@@ -35,7 +35,12 @@ from messaging.models import Blast, Delivery, Recurrence
 from messaging.quiet_hours import quiet_hours
 from messaging.services.busy import retry_when_busy
 from messaging.services.composing import approval_threshold
-from messaging.services.creating import BlastError, blast_create, blast_write_rows
+from messaging.services.creating import (
+    BlastError,
+    TakenOver,
+    blast_create,
+    blast_write_rows,
+)
 from messaging.services.queueing import blast_enqueue
 from smsadmin.models import Heartbeat, User
 
@@ -78,7 +83,11 @@ def scheduled_dispatch(*, now: datetime | None = None) -> DispatchResult:
 
     late = Blast.objects.filter(status=B.SCHEDULED, scheduled_for__lt=now - grace)
     for blast_id in list(late.values_list("pk", flat=True)):
-        if Blast.objects.filter(pk=blast_id, status=B.SCHEDULED).update(
+        # The time is checked again in the UPDATE: an edit or a moved event since the
+        # list was read must not be overridden.
+        if Blast.objects.filter(
+            pk=blast_id, status=B.SCHEDULED, scheduled_for__lt=now - grace
+        ).update(
             status=B.MISSED,
             status_reason="Not sent: the scheduler found it more than "
             f"{settings.SCHEDULE_GRACE_MINUTES:g} minutes after its time. Send it now or "
@@ -88,6 +97,19 @@ def scheduled_dispatch(*, now: datetime | None = None) -> DispatchResult:
             logger.warning("Blast %s missed its time", blast_id)
             result.missed.append(blast_id)
 
+    # A reminder whose event has started is no use any more.
+    for blast_id in list(
+        Blast.objects.filter(
+            status=B.SCHEDULED, remind_event__starts_at__lte=now, scheduled_for__lte=now
+        ).values_list("pk", flat=True)
+    ):
+        if Blast.objects.filter(pk=blast_id, status=B.SCHEDULED).update(
+            status=B.MISSED,
+            status_reason="Not sent: its event had started when it came due.",
+            updated_at=now,
+        ):
+            result.missed.append(blast_id)
+
     due = Blast.objects.filter(status=B.SCHEDULED, scheduled_for__lte=now).order_by(
         "scheduled_for", "pk"
     )
@@ -95,12 +117,12 @@ def scheduled_dispatch(*, now: datetime | None = None) -> DispatchResult:
         stamp = timezone.now()
         claimed = retry_when_busy(
             lambda blast_id=blast_id, stamp=stamp: Blast.objects.filter(
-                pk=blast_id, status=B.SCHEDULED
+                pk=blast_id, status=B.SCHEDULED, scheduled_for__lte=stamp
             ).update(status=B.DISPATCHING, processing_started_at=stamp, updated_at=stamp),
             what="claiming a scheduled blast",
         )
         if claimed:
-            _dispatch(blast_id, result.dispatched, result.failed)
+            _dispatch(blast_id, stamp, result.dispatched, result.failed)
 
     stale = timezone.now() - timedelta(minutes=settings.SCHEDULER_STALE_MINUTES)
     for blast_id, seen in list(
@@ -115,22 +137,25 @@ def scheduled_dispatch(*, now: datetime | None = None) -> DispatchResult:
             processing_started_at=stamp, updated_at=stamp
         ):
             logger.warning("Blast %s: taking up a dispatch that stopped half-way", blast_id)
-            _dispatch(blast_id, result.recovered, result.failed)
+            _dispatch(blast_id, stamp, result.recovered, result.failed)
 
     result.resumed = quiet_paused_resume(now=now)
     heartbeat(name=SCHEDULER)
     return result
 
 
-def _dispatch(blast_id: int, done: list[int], failed: list[int]) -> None:
+def _dispatch(blast_id: int, stamp: datetime, done: list[int], failed: list[int]) -> None:
     blast = Blast.objects.get(pk=blast_id)
     try:
-        total, to_text = blast_write_rows(blast=blast)
+        total, to_text = blast_write_rows(blast=blast, stamp=stamp)
         if total == 0:
             raise BlastError("Nobody to send to: the audience had no one in it when it was due.")
+    except TakenOver:
+        logger.warning("Blast %s: another pass took it over; this one stops", blast_id)
+        return
     except BlastError as exc:
         now = timezone.now()
-        Blast.objects.filter(pk=blast_id, status=B.DISPATCHING).update(
+        Blast.objects.filter(pk=blast_id, status=B.DISPATCHING, processing_started_at=stamp).update(
             status=B.FAILED, status_reason=str(exc), finished_at=now, updated_at=now
         )
         failed.append(blast_id)
@@ -138,9 +163,9 @@ def _dispatch(blast_id: int, done: list[int], failed: list[int]) -> None:
 
     def ready() -> int:
         with transaction.atomic():
-            changed = Blast.objects.filter(pk=blast_id, status=B.DISPATCHING).update(
-                status=B.QUEUED, recipient_count=total, updated_at=timezone.now()
-            )
+            changed = Blast.objects.filter(
+                pk=blast_id, status=B.DISPATCHING, processing_started_at=stamp
+            ).update(status=B.QUEUED, recipient_count=total, updated_at=timezone.now())
             if changed:
                 transaction.on_commit(lambda: blast_enqueue(blast_id=blast_id))
             return changed
@@ -245,11 +270,21 @@ def recurrence_start(recurrence: Recurrence, *, now: datetime | None = None) -> 
     Recurrence.objects.filter(pk=recurrence.pk).update(next_run_at=recurrence.next_run_at)
 
 
+def _strictest(*thresholds: int | None) -> int | None:
+    """The lowest approval threshold of those that apply (None: no approval needed)."""
+    applying = [t for t in thresholds if t is not None]
+    return min(applying) if applying else None
+
+
 def recurrences_fire(*, now: datetime) -> int:
     """Make the due occurrences of repeating blasts. Returns how many were made."""
     made = 0
     due = Recurrence.objects.filter(active=True, next_run_at__lte=now)
-    for recurrence in list(due.prefetch_related("audience_events", "audience_tags")):
+    for recurrence in list(
+        due.select_related("created_by", "changed_by").prefetch_related(
+            "audience_events", "audience_tags"
+        )
+    ):
         at = recurrence.next_run_at
         assert at is not None
         key = uuid.uuid5(_OCCURRENCE_KEYS, f"{recurrence.pk}:{at.isoformat()}")
@@ -271,7 +306,12 @@ def recurrences_fire(*, now: datetime) -> int:
                     hold=True,
                     # A Social manager's occurrence to more people than the threshold
                     # waits for an Admin, as their one-off blasts do.
-                    approval_above=approval_threshold(user=recurrence.created_by),
+                    approval_above=_strictest(
+                        approval_threshold(user=recurrence.created_by),
+                        approval_threshold(user=recurrence.changed_by)
+                        if recurrence.changed_by_id
+                        else None,
+                    ),
                 )
                 made += 1
             except BlastError as exc:
@@ -306,3 +346,18 @@ def event_reminders_follow(sender: type, instance: Event, **kwargs: object) -> N
             # Moved later: the reminder is no longer late.
             changes |= {"status": B.SCHEDULED, "status_reason": ""}
         Blast.objects.filter(pk=blast_id, status=status).update(**changes)
+
+
+def event_reminders_cancel(sender: type, instance: Event, **kwargs: object) -> None:
+    """Before an event is deleted: its reminders not yet sent are cancelled (pre_delete
+    receiver); those already sent stay on record without their event."""
+    now = timezone.now()
+    Blast.objects.filter(
+        remind_event=instance,
+        status__in=[B.SCHEDULED, B.AWAITING_APPROVAL, B.MISSED],
+    ).update(
+        status=B.CANCELLED,
+        status_reason=f"Its event ({instance.name}) was deleted.",
+        finished_at=now,
+        updated_at=now,
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -65,6 +65,11 @@ def _local(moment: datetime) -> str:
     return f"{shown} {abbreviation} ({settings.TIME_ZONE})"
 
 
+# Far enough for any real plan; a typo such as 9999 is refused, not overflowed.
+MAX_AHEAD = timedelta(days=366)
+MAX_YEARS_AHEAD = 1
+
+
 def _parse_at(text: str) -> datetime:
     """``--at`` as an aware datetime; a time without an offset is read in TIME_ZONE."""
     value = text.strip()
@@ -76,6 +81,10 @@ def _parse_at(text: str) -> datetime:
         raise CommandError(
             f"--at {text!r} is not a date and time: use ISO 8601, e.g. {AT_EXAMPLES} "
             f"(without an offset the time is read in {settings.TIME_ZONE})."
+        )
+    if not (date.today().year - 1 <= parsed.year <= date.today().year + MAX_YEARS_AHEAD):
+        raise CommandError(
+            f"--at {text!r}: a blast is scheduled at most a year ahead; choose a nearer time."
         )
     if parsed.tzinfo is not None:
         return parsed
@@ -124,6 +133,8 @@ def _duration_words(duration: timedelta) -> str:
 def _check_ahead(when: datetime, what: str, *, option: str) -> None:
     """``what`` reads as the start of a sentence ending in the time: "--at X is"."""
     ahead = when - timezone.now()
+    if ahead > MAX_AHEAD:
+        raise CommandError(f"{what} {_local(when)}: at most a year ahead; choose a nearer time.")
     if ahead <= timedelta(0):
         raise CommandError(f"{what} {_local(when)}, which is in the past.")
     if ahead < MIN_AHEAD:
