@@ -56,7 +56,7 @@ PLACEHOLDER_HELP = {
 
 MIN_AHEAD = timedelta(minutes=1)
 # Far enough for any real plan; a typo such as 9999 is refused, not overflowed.
-MAX_AHEAD = timedelta(days=366)
+MAX_AHEAD = timedelta(days=731)
 REMIND_CHOICES = [
     ("", "---------"),
     (60, "1 hour before"),
@@ -151,8 +151,8 @@ class ComposeForm(forms.Form):
                 if "send_at" not in self.errors:
                     self.add_error("send_at", "Choose the date and time to send it.")
                 return data
-            if not (now.year - 1 <= send_at.year <= now.year + 1) or send_at > now + MAX_AHEAD:
-                self.add_error("send_at", "Choose a time within a year from now.")
+            if not (now.year - 1 <= send_at.year <= now.year + 2) or send_at > now + MAX_AHEAD:
+                self.add_error("send_at", "Choose a time within two years from now.")
                 return data
             if send_at < now + MIN_AHEAD:
                 local = timezone.localtime(now)

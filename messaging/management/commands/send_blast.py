@@ -66,8 +66,8 @@ def _local(moment: datetime) -> str:
 
 
 # Far enough for any real plan; a typo such as 9999 is refused, not overflowed.
-MAX_AHEAD = timedelta(days=366)
-MAX_YEARS_AHEAD = 1
+MAX_AHEAD = timedelta(days=731)
+MAX_YEARS_AHEAD = 2
 
 
 def _parse_at(text: str) -> datetime:
@@ -82,9 +82,11 @@ def _parse_at(text: str) -> datetime:
             f"--at {text!r} is not a date and time: use ISO 8601, e.g. {AT_EXAMPLES} "
             f"(without an offset the time is read in {settings.TIME_ZONE})."
         )
-    if not (date.today().year - 1 <= parsed.year <= date.today().year + MAX_YEARS_AHEAD):
+    if parsed.year < 1970:
+        raise CommandError(f"--at {text!r} is in the past.")
+    if parsed.year > date.today().year + MAX_YEARS_AHEAD:
         raise CommandError(
-            f"--at {text!r}: a blast is scheduled at most a year ahead; choose a nearer time."
+            f"--at {text!r}: a blast is scheduled at most two years ahead; choose a nearer time."
         )
     if parsed.tzinfo is not None:
         return parsed
@@ -134,7 +136,7 @@ def _check_ahead(when: datetime, what: str, *, option: str) -> None:
     """``what`` reads as the start of a sentence ending in the time: "--at X is"."""
     ahead = when - timezone.now()
     if ahead > MAX_AHEAD:
-        raise CommandError(f"{what} {_local(when)}: at most a year ahead; choose a nearer time.")
+        raise CommandError(f"{what} {_local(when)}: at most two years ahead; choose a nearer time.")
     if ahead <= timedelta(0):
         raise CommandError(f"{what} {_local(when)}, which is in the past.")
     if ahead < MIN_AHEAD:
