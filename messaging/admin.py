@@ -490,3 +490,6 @@ class InboundMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
         self.message_user(
             request, f"{_plural(done, 'message')} marked as not handled.", messages.SUCCESS
         )
+
+
+from messaging.recurrence_admin import RecurrenceAdmin  # noqa: E402,F401

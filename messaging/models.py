@@ -12,7 +12,19 @@ class Blast(models.Model):
 
     State machine::
 
-        preparing --(every recipient row written)--> queued | scheduled
+        preparing --(every recipient row written)--> queued
+        (a blast to send later is created scheduled, with no rows: they are written from
+        the audience as it is when it is due)
+        scheduled --(due; claimed by a dispatch pass, stamping processing_started_at)-->
+            dispatching
+        dispatching --(every recipient row written from the audience as it is now)--> queued
+        dispatching --(claimed SCHEDULER_STALE_MINUTES ago and still dispatching: the pass
+            died)--> dispatching (claimed again; rows already written are kept, and rows
+            are unique per phone)
+        dispatching --(nobody left to text)--> failed
+        scheduled --(found more than SCHEDULE_GRACE_MINUTES late)--> missed
+        missed --(an Admin or its author sends it now)--> scheduled (due at once)
+        missed --(cancel)--> cancelled
         preparing --(every row written, and a Social manager's blast is larger than
             BLAST_APPROVAL_THRESHOLD)--> awaiting_approval
         awaiting_approval --(an Admin other than its author approves)--> queued | scheduled
@@ -26,7 +38,9 @@ class Blast(models.Model):
             error code)--> paused
         paused --(resume)--> queued
         paused --(its last sends finished and nothing is left)--> sent | partially_failed | failed
-        scheduled | queued | sending | paused --(cancel)--> cancelled
+        queued | sending --(quiet hours began, and the blast was not allowed to send in
+            them)--> paused (cause quiet) --(quiet hours ended)--> queued
+        scheduled | missed | queued | sending | paused --(cancel)--> cancelled
         sent | partially_failed | failed | sending --(staff retry the rows that failed for
             a reason that may pass now)--> queued (a paused blast stays paused)
 
@@ -39,6 +53,8 @@ class Blast(models.Model):
         PREPARING = "preparing", "Preparing"
         AWAITING_APPROVAL = "awaiting_approval", "Waiting for approval"
         SCHEDULED = "scheduled", "Scheduled"
+        DISPATCHING = "dispatching", "Starting"
+        MISSED = "missed", "Missed (not sent)"
         QUEUED = "queued", "Queued"
         SENDING = "sending", "Sending"
         PAUSED = "paused", "Paused"
@@ -91,6 +107,7 @@ class Blast(models.Model):
         CANARY = "canary", "Too many of the first messages failed"
         NO_ANSWER = "twilio", "Twilio was not answering"
         ERROR_RUN = "errors", "Many messages in a row failed the same way"
+        QUIET = "quiet", "Quiet hours"
 
     pause_cause = models.CharField(max_length=10, choices=PauseCause.choices, blank=True)
     canary_passed = models.BooleanField(
@@ -128,6 +145,31 @@ class Blast(models.Model):
         blank=True, help_text="The Admin's note on approving or rejecting."
     )
     scheduled_for = models.DateTimeField(null=True, blank=True)
+    quiet_hours_override = models.BooleanField(
+        "may send in quiet hours",
+        default=False,
+        help_text="Staff chose to send (or keep sending) inside quiet hours.",
+    )
+    remind_event = models.ForeignKey(
+        "events.Event",
+        null=True,
+        blank=True,
+        # A reminder already sent stays on record; one not sent yet is cancelled when its
+        # event is deleted (messaging/apps.py).
+        on_delete=models.SET_NULL,
+        related_name="reminders",
+        help_text="A reminder: sent remind_before the start of this event, which it follows "
+        "when the event moves.",
+    )
+    remind_before = models.DurationField(null=True, blank=True)
+    recurrence = models.ForeignKey(
+        "messaging.Recurrence",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="occurrences",
+        help_text="The repeating blast this one is an occurrence of.",
+    )
     enqueued_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -177,6 +219,73 @@ class Blast(models.Model):
             counts[row["status"]] = row["n"]
         counts["total"] = sum(counts.values())
         return counts
+
+
+class Recurrence(models.Model):
+    """A blast that repeats: weekly on chosen weekdays, or monthly on a day of the month,
+    at a time of day in TIME_ZONE, from a first date until an end date.
+
+    Each occurrence is a blast of its own (``Blast.recurrence``), made when it is due
+    from this text and audience as they are then; ``next_run_at`` is the next one. A
+    dispatch pass makes the occurrence (its idempotency key is derived from this row and
+    the occurrence's time, so two passes make it once) and only then moves
+    ``next_run_at`` on with a conditional UPDATE.
+    """
+
+    class Frequency(models.TextChoices):
+        WEEKLY = "weekly", "Weekly"
+        MONTHLY = "monthly", "Monthly"
+
+    name = models.CharField(max_length=200)
+    body = models.TextField()
+    audience_community = models.BooleanField("community members", default=False)
+    audience_events = models.ManyToManyField(
+        "events.Event", blank=True, related_name="+", verbose_name="event registrations"
+    )
+    audience_tags = models.ManyToManyField(
+        "members.Tag", blank=True, related_name="+", verbose_name="member tags"
+    )
+    frequency = models.CharField(max_length=8, choices=Frequency.choices)
+    weekdays = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Weekly: the days, 0 = Monday to 6 = Sunday, comma-separated.",
+    )
+    day_of_month = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Monthly: the day (1-31; in shorter months, the last day).",
+    )
+    time_of_day = models.TimeField(help_text="Local time (TIME_ZONE).")
+    starts_on = models.DateField()
+    ends_on = models.DateField(help_text="The last day an occurrence may fall on.")
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    active = models.BooleanField(default=True)
+    quiet_hours_override = models.BooleanField("may send in quiet hours", default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last changed it: occurrences wait for approval if either its author "
+        "or its last editor would have to ask for it.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["next_run_at", "id"]
+        verbose_name = "repeating blast"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Delivery(models.Model):

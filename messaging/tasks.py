@@ -24,6 +24,13 @@ def send_blast_task(blast_id: int, token: str | None = None) -> None:
         services.blast_enqueue(blast_id=blast_id, countdown=again or None)
 
 
+@shared_task(name="messaging.dispatch_scheduled", ignore_result=True)
+def dispatch_scheduled_task() -> dict[str, int]:
+    from messaging.services.scheduling import scheduled_dispatch
+
+    return scheduled_dispatch().as_dict()
+
+
 @shared_task(name="messaging.sweep_blasts", ignore_result=True)
 def sweep_blasts_task() -> dict[str, int]:
     return services.blasts_sweep()

@@ -14,6 +14,7 @@ urlpatterns = [
     path("blasts/<int:pk>/pause/", blast.blast_pause_view, name="blast_pause"),
     path("blasts/<int:pk>/resume/", blast.blast_resume_view, name="blast_resume"),
     path("blasts/<int:pk>/cancel/", blast.blast_cancel_view, name="blast_cancel"),
+    path("blasts/<int:pk>/send-now/", blast.blast_send_now_view, name="blast_send_now"),
     path("blasts/<int:pk>/retry-failed/", blast.blast_retry_failed_view, name="blast_retry_failed"),
     path("blasts/<int:pk>/recipients.csv", blast.blast_export_csv, name="blast_export"),
     path("blasts/<int:pk>/approve/", approval.approve, name="blast_approve"),

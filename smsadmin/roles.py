@@ -46,6 +46,11 @@ SOCIAL_MANAGER_PERMISSIONS: dict[str, list[str]] = {
         # The inbox: reading replies and marking them handled.
         "view_inboundmessage",
         "change_inboundmessage",
+        # Repeating blasts (a weekly or monthly message).
+        "add_recurrence",
+        "change_recurrence",
+        "delete_recurrence",
+        "view_recurrence",
     ],
     "suppression": [
         "add_unsubscribedcontact",

@@ -219,6 +219,9 @@ SMS_JOIN_KEYWORD = env.str("SMS_JOIN_KEYWORD", default="").strip().upper()
 SMS_COST_PER_SEGMENT = env.float("SMS_COST_PER_SEGMENT", default=0.0083)
 SMS_COST_CURRENCY = env.str("SMS_COST_CURRENCY", default="USD")
 BLAST_APPROVAL_THRESHOLD: int | None = env.int("BLAST_APPROVAL_THRESHOLD", default=None)
+# Nobody is texted in these hours (TIME_ZONE), unless staff override it for one blast;
+# empty turns them off.
+QUIET_HOURS = env.str("QUIET_HOURS", default="21:00-09:00")
 if BLAST_APPROVAL_THRESHOLD is not None and BLAST_APPROVAL_THRESHOLD < 0:
     raise ImproperlyConfigured("BLAST_APPROVAL_THRESHOLD must be 0 or more (unset: off).")
 
@@ -262,9 +265,25 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=660)
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Scheduled blasts: how often beat runs a dispatch pass, after how long a blast claimed
+# by a pass that died is taken up again, and how late a blast may still go out on its own.
+SCHEDULER_POLL_SECONDS = env.float("SCHEDULER_POLL_SECONDS", default=30.0)
+SCHEDULER_STALE_MINUTES = env.float("SCHEDULER_STALE_MINUTES", default=5.0)
+SCHEDULE_GRACE_MINUTES = env.float("SCHEDULE_GRACE_MINUTES", default=60.0)
+if SCHEDULER_POLL_SECONDS <= 0 or SCHEDULER_STALE_MINUTES <= 0 or SCHEDULE_GRACE_MINUTES < 0:
+    raise ImproperlyConfigured(
+        "SCHEDULER_POLL_SECONDS and SCHEDULER_STALE_MINUTES must be above 0, "
+        "SCHEDULE_GRACE_MINUTES 0 or more."
+    )
 CELERY_BEAT_SCHEDULE = {
-    # Re-enqueue what no worker took, hand on blasts whose worker died, dispatch due
-    # scheduled blasts, and turn abandoned 'sending' rows into 'unknown'.
+    # Dispatch due scheduled blasts, repeats and event reminders; heartbeat.
+    "dispatch-scheduled": {
+        "task": "messaging.dispatch_scheduled",
+        "schedule": SCHEDULER_POLL_SECONDS,
+        "options": {"expires": max(1.0, SCHEDULER_POLL_SECONDS - 1)},
+    },
+    # Re-enqueue what no worker took, hand on blasts whose worker died, and turn
+    # abandoned 'sending' rows into 'unknown'.
     "sweep-blasts": {
         "task": "messaging.sweep_blasts",
         "schedule": 60.0,
@@ -291,6 +310,18 @@ LOGGING = {
         "twilio.http_client": {"level": "WARNING"},
     },
 }
+
+
+def _check_quiet_hours() -> None:
+    from messaging.quiet_hours import QuietHoursError, parse
+
+    try:
+        parse(QUIET_HOURS)
+    except QuietHoursError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+
+_check_quiet_hours()
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 if CELERY_BROKER_URL.startswith("filesystem://"):

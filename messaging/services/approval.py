@@ -45,13 +45,22 @@ def blast_approve(*, blast_id: int, user: User, note: str = "") -> Blast:
         raise BlastError("That blast no longer exists.")
     if blast.created_by_id == user.pk:
         raise BlastError("Nobody approves their own blast: another Admin must approve it.")
+    event = blast.remind_event
+    if event is not None and event.starts_at <= timezone.now():
+        raise BlastError(
+            f"This reminder can no longer be sent: {event.name} has started. Reject it instead."
+        )
     now = timezone.now()
-    scheduled = blast.scheduled_for is not None and blast.scheduled_for > now
+    # A blast to send later has no rows yet: it waits for the dispatch pass, which
+    # writes them; approved after its time, it goes at once rather than as missed.
+    scheduled = blast.scheduled_for is not None and not blast.deliveries.exists()
+    scheduled_for = max(blast.scheduled_for, now) if scheduled else blast.scheduled_for
 
     def approve() -> int:
         with transaction.atomic():
             changed = Blast.objects.filter(pk=blast_id, status=B.AWAITING_APPROVAL).update(
                 status=B.SCHEDULED if scheduled else B.QUEUED,
+                scheduled_for=scheduled_for,
                 reviewed_by=user,
                 reviewed_at=now,
                 review_note=note.strip()[:NOTE_MAX],

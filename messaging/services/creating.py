@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from events.models import Event, Registration
@@ -197,8 +197,19 @@ def blast_create(
     tag_ids: Iterable[int] = (),
     idempotency_key: UUID | None = None,
     approval_above: int | None = None,
+    quiet_hours_override: bool = False,
+    remind_before: timedelta | None = None,
+    recurrence_id: int | None = None,
+    hold: bool = False,
 ) -> Blast:
     """Create a blast and one row per recipient, then enqueue it.
+
+    With ``scheduled_for`` in the future the blast is saved 'scheduled' with no rows:
+    they are written from the audience as it is when it is due (scheduling.py). With
+    ``remind_before`` (an event reminder: the audience is one event's registrations)
+    it is due that long before the event starts, and follows the event if it moves.
+    ``hold`` saves it scheduled even when its time has come (a repeating blast's
+    occurrence: the dispatch pass sends it, or marks it missed).
 
     ``tag_ids`` narrows the community to members having any of those tags. With an
     ``idempotency_key`` (the compose form's), the same key never makes a second blast:
@@ -223,7 +234,18 @@ def blast_create(
         existing = _same_form(idempotency_key)
         if existing is not None:
             return existing
-    scheduled = scheduled_for is not None and scheduled_for > timezone.now()
+    remind_event = None
+    if remind_before is not None:
+        if community or len(events) != 1:
+            raise BlastError(
+                "A reminder goes to one event's registrations: choose that event alone.",
+                field="audience",
+            )
+        remind_event = events[0]
+        scheduled_for = remind_event.starts_at - remind_before
+    if hold and scheduled_for is None:
+        scheduled_for = timezone.now()
+    scheduled = hold or (scheduled_for is not None and scheduled_for > timezone.now())
     try:
         blast = retry_when_busy(
             lambda: Blast.objects.create(
@@ -234,6 +256,10 @@ def blast_create(
                 scheduled_for=scheduled_for,
                 created_by=created_by,
                 idempotency_key=idempotency_key,
+                quiet_hours_override=quiet_hours_override,
+                remind_event=remind_event,
+                remind_before=remind_before,
+                recurrence_id=recurrence_id,
             ),
             what="starting a new blast",
         )
@@ -253,6 +279,10 @@ def blast_create(
                 "A chosen event or tag was just deleted; choose the audience again.",
                 field="audience",
             ) from None
+        if scheduled:
+            _hold_until_due(blast=blast, approval_above=approval_above)
+            blast.refresh_from_db()
+            return blast
         total, to_text = _write_rows(
             blast=blast, template=template, community=community, events=events, tag_ids=tag_ids
         )
@@ -285,6 +315,140 @@ def blast_create(
     return blast
 
 
+def _hold_until_due(*, blast: Blast, approval_above: int | None) -> None:
+    """A blast to send later: no rows yet, only its audience; it waits for its time, or
+    for an Admin first when the audience as it is now is larger than ``approval_above``."""
+    final = B.SCHEDULED
+    if approval_above is not None:
+        from messaging.services.composing import Audience, audience_breakdown
+
+        audience = Audience.of(
+            community=blast.audience_community,
+            event_ids=blast.audience_events.values_list("pk", flat=True),
+            tag_ids=blast.audience_tags.values_list("pk", flat=True),
+        )
+        if audience_breakdown(audience=audience).recipients > approval_above:
+            final = B.AWAITING_APPROVAL
+    retry_when_busy(
+        lambda: Blast.objects.filter(pk=blast.pk, status=B.PREPARING).update(
+            status=final, updated_at=timezone.now()
+        ),
+        what="saving a scheduled blast",
+    )
+
+
+def blast_update_scheduled(
+    *,
+    blast_id: int,
+    body: str,
+    community: bool = False,
+    event_ids: Iterable[int] = (),
+    tag_ids: Iterable[int] = (),
+    name: str = "",
+    scheduled_for: datetime | None = None,
+    remind_before: timedelta | None = None,
+    quiet_hours_override: bool = False,
+    approval_above: int | None = None,
+) -> Blast:
+    """Change a scheduled blast before its time: text, audience, time.
+
+    Refused (BlastError) once a dispatch pass has claimed it: the change and the claim
+    both lock the blast's row, so either the pass sends the changed blast or the change
+    finds it started. Without a time it goes at the next pass. A change that makes a
+    Social manager's blast larger than ``approval_above`` waits for approval again.
+    """
+    tag_ids = sorted(set(tag_ids))
+    template, events = blast_validate(
+        body=body, community=community, event_ids=event_ids, tag_ids=tag_ids
+    )
+    remind_event = None
+    if remind_before is not None:
+        if community or len(events) != 1:
+            raise BlastError(
+                "A reminder goes to one event's registrations: choose that event alone.",
+                field="audience",
+            )
+        remind_event = events[0]
+        scheduled_for = remind_event.starts_at - remind_before
+    status = B.SCHEDULED
+    if approval_above is not None:
+        from messaging.services.composing import Audience, audience_breakdown
+
+        audience = Audience.of(community=community, event_ids=event_ids, tag_ids=tag_ids)
+        if audience_breakdown(audience=audience).recipients > approval_above:
+            status = B.AWAITING_APPROVAL
+
+    def change() -> Blast:
+        with transaction.atomic():
+            blast = (
+                Blast.objects.select_for_update()
+                .filter(pk=blast_id, status__in=[B.SCHEDULED, B.AWAITING_APPROVAL])
+                # Only a blast to send later, whose rows are not written yet: a waiting
+                # blast to send now already has the rows an Admin is asked about.
+                .exclude(Exists(Delivery.objects.filter(blast_id=OuterRef("pk"))))
+                .first()
+            )
+            if blast is None:
+                raise BlastError(
+                    "It can no longer be changed: it has started, or was cancelled. "
+                    "Nothing was changed."
+                )
+            blast.body = body
+            blast.name = name.strip() or body.strip().splitlines()[0][:60]
+            blast.audience_community = community
+            blast.scheduled_for = scheduled_for or timezone.now()
+            blast.remind_event = remind_event
+            blast.remind_before = remind_before
+            blast.quiet_hours_override = quiet_hours_override
+            blast.status = status
+            if status == B.AWAITING_APPROVAL:
+                blast.reviewed_by, blast.reviewed_at, blast.review_note = None, None, ""
+            blast.save()
+            blast.audience_events.set(events)
+            blast.audience_tags.set(tag_ids)
+            return blast
+
+    return retry_when_busy(change, what="changing a scheduled blast")
+
+
+class TakenOver(Exception):
+    """Another dispatch pass took this blast over (this one was taken for dead)."""
+
+
+def blast_write_rows(*, blast: Blast, stamp: datetime | None = None) -> tuple[int, int]:
+    """Write a scheduled blast's rows from its audience as it is now: (rows, to text).
+
+    Rows already there (a dispatch pass that died half-way) are kept: rows are unique
+    per phone, so writing again adds only the missing ones and texts nobody twice.
+    With ``stamp`` (the pass's claim), each batch is written only while the blast is
+    still dispatching under that claim; otherwise TakenOver.
+    """
+    still_ours = None
+    if stamp is not None:
+
+        def still_ours() -> bool:
+            return Blast.objects.filter(
+                pk=blast.pk, status=B.DISPATCHING, processing_started_at=stamp
+            ).exists()
+
+    template = blast_check_text(body=blast.body)
+    events = list(blast.audience_events.order_by("id"))
+    tag_ids = list(blast.audience_tags.values_list("pk", flat=True))
+    if not blast.audience_community and not events:
+        raise BlastError("Its events were deleted: nobody is left to text.", field="audience")
+    _write_rows(
+        blast=blast,
+        template=template,
+        community=blast.audience_community,
+        events=events,
+        tag_ids=tag_ids,
+        ignore_conflicts=True,
+        still_ours=still_ours,
+    )
+    rows = Delivery.objects.filter(blast=blast)
+    return rows.count(), rows.exclude(status=S.SKIPPED).count()
+
+
 def _same_form(key: UUID) -> Blast | None:
     """The blast this compose form already made, if it is alive.
 
@@ -314,8 +478,13 @@ def _write_rows(
     community: bool,
     events: list[Event],
     tag_ids: Iterable[int] = (),
+    ignore_conflicts: bool = False,
+    still_ours: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
-    """Write every recipient's row; (rows written, rows to text: not skipped)."""
+    """Write every recipient's row; (rows written, rows to text: not skipped).
+
+    ``still_ours`` is checked inside each batch's transaction: when it says no (another
+    dispatch pass took the blast over), TakenOver is raised and nothing more is written."""
     seen: set[str] = set()
     batch: list[_Recipient] = []
     total = 0
@@ -353,7 +522,9 @@ def _write_rows(
 
         def insert() -> None:
             with transaction.atomic():
-                Delivery.objects.bulk_create(rows)
+                if still_ours is not None and not still_ours():
+                    raise TakenOver
+                Delivery.objects.bulk_create(rows, ignore_conflicts=ignore_conflicts)
                 # Progress the sweeper can see: preparing for long without it, it died.
                 Blast.objects.filter(pk=blast.pk).update(updated_at=timezone.now())
 

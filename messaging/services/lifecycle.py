@@ -60,9 +60,19 @@ def blast_resume(*, blast_id: int) -> bool:
         # Staff looked at the canary's failures and chose to go on.
         if blast.pause_cause == Blast.PauseCause.CANARY:
             blast.canary_passed = True
+        # Staff resumed what quiet hours paused: they chose to send in them.
+        if blast.pause_cause == Blast.PauseCause.QUIET:
+            blast.quiet_hours_override = True
         blast.pause_cause = ""
         blast.save(
-            update_fields=["status", "status_reason", "canary_passed", "pause_cause", "updated_at"]
+            update_fields=[
+                "status",
+                "status_reason",
+                "canary_passed",
+                "pause_cause",
+                "quiet_hours_override",
+                "updated_at",
+            ]
         )
         transaction.on_commit(lambda: blast_enqueue(blast_id=blast_id))
     return True
@@ -73,7 +83,8 @@ def blast_cancel(*, blast_id: int, reason: str = "Cancelled by staff") -> int | 
     now = timezone.now()
     with transaction.atomic():
         changed = Blast.objects.filter(
-            pk=blast_id, status__in=[B.SCHEDULED, B.QUEUED, B.SENDING, B.PAUSED]
+            pk=blast_id,
+            status__in=[B.SCHEDULED, B.MISSED, B.DISPATCHING, B.QUEUED, B.SENDING, B.PAUSED],
         ).update(status=B.CANCELLED, status_reason=reason, finished_at=now, updated_at=now)
         if not changed:
             return None

@@ -34,6 +34,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.quiet_hours import QuietHours, quiet_hours
 from messaging.services.busy import retry_when_busy
 from messaging.services.clock import DbNow
 from messaging.services.lifecycle import (
@@ -188,6 +189,8 @@ class _Pass:
     last_status_check: float = 0.0
     canary_checked: bool = False
     pause_applied: bool = False
+    # Quiet hours stop this blast unless staff let it send in them.
+    quiet: QuietHours | None = None
 
     @property
     def claim_size(self) -> int:
@@ -203,6 +206,13 @@ class _Pass:
         if now - self.last_status_check < 0.5:
             return not self.stop_reason
         self.last_status_check = now
+        if self.quiet is not None and self.quiet.contains(timezone.now()):
+            ends = self.quiet.ends_after(timezone.now())
+            blast_pause(
+                blast_id=self.blast_id,
+                reason=f"Quiet hours ({self.quiet}): it goes on by itself at {ends:%H:%M}.",
+                cause=Blast.PauseCause.QUIET,
+            )
         status = Blast.objects.filter(pk=self.blast_id).values_list("status", flat=True).first()
         if status != B.SENDING:
             self.stop_reason = self.stop_reason or f"blast is {status}"
@@ -623,8 +633,12 @@ def blast_process(
         pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="sms-send")
     else:
         pool = _InlineExecutor()
+    overridden = (
+        Blast.objects.filter(pk=blast_id).values_list("quiet_hours_override", flat=True).first()
+    )
     p = _Pass(
         blast_id=blast_id,
+        quiet=None if overridden else quiet_hours(),
         backend=backend,
         limiter=RateLimiter(key="twilio", rate=settings.SMS_RATE_PER_SECOND),
         max_in_flight=max_in_flight,

@@ -50,19 +50,7 @@ def blasts_sweep() -> dict[str, int]:
     """Every minute (Celery beat): nothing stays stuck when a broker or a worker failed."""
     now = timezone.now()
     stale_claims = deliveries_expire_stale_claims()
-    due = list(
-        Blast.objects.filter(status=B.SCHEDULED, scheduled_for__lte=now).values_list(
-            "pk", flat=True
-        )
-    )
-    dispatched = 0
-    for blast_id in due:
-        # Conditional: two sweepers never dispatch the same scheduled blast twice.
-        if Blast.objects.filter(pk=blast_id, status=B.SCHEDULED).update(
-            status=B.QUEUED, updated_at=now
-        ):
-            dispatched += 1
-            blast_enqueue(blast_id=blast_id)
+    # Scheduled blasts are the dispatch pass's (scheduling.py), which writes their rows.
     requeued = 0
     no_task_waiting = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - TASK_LOST)
     stuck = Blast.objects.filter(
@@ -96,7 +84,6 @@ def blasts_sweep() -> dict[str, int]:
         discarded += 1
     return {
         "stale_claims": stale_claims,
-        "dispatched": dispatched,
         "requeued": requeued,
         "discarded": discarded,
     }

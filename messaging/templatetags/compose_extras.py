@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 from django import template
 from django.conf import settings
@@ -77,3 +79,25 @@ def characters_named(info: SegmentInfo) -> list[tuple[str, str, str]]:
 def json_attr(value: object) -> str:
     """JSON for a single-quoted HTML attribute."""
     return escape(json.dumps(value))
+
+
+@register.filter
+def local_time(moment: datetime | None) -> str:
+    """``Thu Dec 24, 2026 18:00 EST (America/New_York)``: the organisation's time, named."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(ZoneInfo(settings.TIME_ZONE))
+    return f"{local:%a %b} {local.day}, {local:%Y %H:%M %Z} ({settings.TIME_ZONE})"
+
+
+@register.filter
+def before_words(delta: timedelta | None) -> str:
+    """``1 day before``, ``2 hours before``, ``90 minutes before``."""
+    if delta is None:
+        return ""
+    minutes = int(delta.total_seconds() // 60)
+    for size, word in ((7 * 24 * 60, "week"), (24 * 60, "day"), (60, "hour")):
+        if minutes >= size and minutes % size == 0:
+            n = minutes // size
+            return f"{n} {word}{'s' if n != 1 else ''} before"
+    return f"{minutes} minute{'s' if minutes != 1 else ''} before"

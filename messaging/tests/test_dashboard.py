@@ -1,16 +1,23 @@
-"""The admin index's starting point: compose, the latest blasts with their progress, and
-the blasts waiting for approval, in a bounded number of queries."""
+"""The admin index's starting point: compose, the latest blasts with their progress, the
+blasts waiting for approval, missed blasts, the next scheduled ones and when the scheduler
+last ran, in a bounded number of queries."""
 
 from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from messaging.models import Blast, Delivery
+from messaging.models import Blast, Delivery, Recurrence
 from messaging.services import blast_create
+from messaging.services.scheduling import recurrence_start
 from messaging.tests.conftest import make_members
+from smsadmin.models import Heartbeat
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +108,134 @@ def test_the_index_costs_the_same_queries_for_one_blast_or_many(
         admin_client.get(INDEX)
     for i in range(1, 10):
         make_blast(f"More {i}", n=3, start=10 * i, status=B.AWAITING_APPROVAL if i % 2 else None)
+    for i in range(12):
+        missed = make_blast(f"Missed {i}", n=1, start=200 + i, status=B.MISSED)
+        Blast.objects.filter(pk=missed.pk).update(scheduled_for=timezone.now())
+        blast_create(
+            body="Hello",
+            community=True,
+            name=f"Later {i}",
+            scheduled_for=timezone.now() + timedelta(days=1 + i),
+        )
+        recurrence = Recurrence.objects.create(
+            name=f"Repeating {i}",
+            body="Hello",
+            audience_community=True,
+            frequency="monthly",
+            day_of_month=1 + i,
+            time_of_day=time(12, 0),
+            starts_on=timezone.now().date(),
+            ends_on=timezone.now().date() + timedelta(days=400),
+        )
+        recurrence_start(recurrence)
+    Heartbeat.objects.create(name="scheduler", at=timezone.now())
     with django_assert_max_num_queries(len(one.captured_queries)):
         response = admin_client.get(INDEX)
-    assert len(response.context["dash"]["recent"]) == 8
+    dash = response.context["dash"]
+    assert len(dash["recent"]) == 8
+    assert (len(dash["missed"]), dash["missed_more"]) == (10, True)
+    assert len(dash["upcoming"]) == 5
+
+
+# --- Missed blasts, the next scheduled ones, the scheduler --------------------------------
+
+
+def beat(*, seconds_ago: float) -> None:
+    Heartbeat.objects.update_or_create(
+        name="scheduler", defaults={"at": timezone.now() - timedelta(seconds=seconds_ago)}
+    )
+
+
+def scheduler_line(page: str) -> str:
+    start = page.index('id="scheduler-state"')
+    return " ".join(page[start : page.index("</p>", start)].replace("\xa0", " ").split())
+
+
+def test_missed_blasts_are_listed_with_their_time_and_a_link(manager_client, settings):
+    settings.TIME_ZONE = "America/New_York"
+    due = datetime(2026, 3, 2, 18, 0, tzinfo=ZoneInfo("America/New_York"))
+    missed = make_blast("Monday meetup", status=B.MISSED)
+    Blast.objects.filter(pk=missed.pk).update(scheduled_for=due)
+    make_blast("Went out", start=10, status=B.SENT)
+
+    response = manager_client.get(INDEX)
+
+    page = response.content.decode()
+    assert "Missed (not sent)" in page
+    assert [b.pk for b, _ in response.context["dash"]["missed"]] == [missed.pk]
+    assert f'href="{page_url(missed)}"' in page
+    assert "was due Mon 2026-03-02 18:00 America/New_York" in page
+
+
+def test_no_missed_section_when_nothing_was_missed(manager_client):
+    make_blast("Went out", status=B.SENT)
+    assert "Missed (not sent)" not in manager_client.get(INDEX).content.decode()
+
+
+def test_the_scheduler_line_says_when_it_last_ran(manager_client, settings):
+    settings.SCHEDULER_POLL_SECONDS = 30
+    beat(seconds_ago=125)
+    page = manager_client.get(INDEX).content.decode()
+    assert scheduler_line(page).endswith("Scheduler last ran: 2 minutes ago")
+    assert 'class="mini quiet"' in page[page.index('id="scheduler-state"') - 40 :][:120]
+
+
+def test_a_late_scheduler_is_a_warning(manager_client, settings):
+    settings.SCHEDULER_POLL_SECONDS = 30
+    beat(seconds_ago=3 * 3600 + 60)
+    page = manager_client.get(INDEX).content.decode()
+    line = scheduler_line(page)
+    assert "Scheduler last ran: late: 3 hours ago." in line
+    assert "check that Celery beat" in line
+    assert 'class="blast-paused"' in page[page.index('id="scheduler-state"') - 40 :][:120]
+
+
+def test_a_scheduler_that_never_ran_is_a_warning(manager_client):
+    page = manager_client.get(INDEX).content.decode()
+    assert "Scheduler last ran: never." in scheduler_line(page)
+    assert 'class="blast-paused"' in page[page.index('id="scheduler-state"') - 40 :][:120]
+
+
+def test_the_next_scheduled_blasts_are_listed_in_local_time(manager_client, settings):
+    settings.TIME_ZONE = "America/New_York"
+    zone = ZoneInfo("America/New_York")
+    make_members(2)
+    soon = timezone.now() + timedelta(hours=2)
+    blasts = [
+        blast_create(
+            body="Hello",
+            community=True,
+            name=f"Later {i}",
+            scheduled_for=soon + timedelta(days=2 * i),
+        )
+        for i in range(7)
+    ]
+    start = timezone.now().astimezone(zone).date() + timedelta(days=1)
+    repeating = Recurrence.objects.create(
+        name="Daily tip",
+        body="Hello",
+        audience_community=True,
+        frequency="weekly",
+        weekdays="0,1,2,3,4,5,6",
+        time_of_day=time(7, 30),
+        starts_on=start,
+        ends_on=start + timedelta(days=30),
+    )
+    recurrence_start(repeating)
+
+    response = manager_client.get(INDEX)
+
+    upcoming = response.context["dash"]["upcoming"]
+    assert len(upcoming) == 5
+    assert [item.at for item in upcoming] == sorted(item.at for item in upcoming)
+    page = response.content.decode()
+    assert "Next scheduled" in page
+    assert f'href="{page_url(blasts[0])}"' in page
+    names = [item.name for item in upcoming]
+    # Later 0 in two hours, the repeating one tomorrow morning, the others days apart.
+    assert names == ["Later 0", "Daily tip", "Later 1", "Later 2", "Later 3"]
+    first = blasts[0].scheduled_for.astimezone(zone)
+    assert f"{first:%a %Y-%m-%d %H:%M} America/New_York" in page
+    # The repeating blast's next occurrence is among them, linking to its page.
+    assert f"{start:%a %Y-%m-%d} 07:30 America/New_York (repeating)" in page
+    assert reverse("admin:messaging_recurrence_change", args=[repeating.pk]) in page

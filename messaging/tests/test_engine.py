@@ -21,6 +21,7 @@ from messaging.services import (
     deliveries_reconcile,
     delivery_claim,
 )
+from messaging.services.scheduling import scheduled_dispatch
 from messaging.tests.conftest import make_event, make_members, phone, run_to_end, statuses
 from messaging.tests.fake_twilio import Reply
 from suppression.models import SuppressedContact, UnsubscribedContact
@@ -404,11 +405,11 @@ def test_due_scheduled_blast_is_dispatched_once(fake_twilio, settings):
         body="Hello", community=True, scheduled_for=timezone.now() + timedelta(hours=1)
     )
     assert blast.status == B.SCHEDULED
-    assert blasts_sweep()["dispatched"] == 0
+    assert scheduled_dispatch().dispatched == []
     Blast.objects.filter(pk=blast.pk).update(scheduled_for=timezone.now() - timedelta(seconds=1))
-    assert blasts_sweep()["dispatched"] == 1
-    assert blasts_sweep()["dispatched"] == 0
-    blast.refresh_from_db()
+    assert scheduled_dispatch().dispatched == [blast.pk]
+    assert scheduled_dispatch().dispatched == []
+    blast = run_to_end(blast)
     assert blast.status == B.SENT
     assert len(fake_twilio.messages) == 3
 

@@ -20,6 +20,7 @@ from messaging.models import Blast, Delivery
 from messaging.services import blast_cancel, blast_pause, blast_resume
 from messaging.services.creating import BlastError
 from messaging.services.retrying import RETRYABLE_STATUSES, blast_retry_failed
+from messaging.services.scheduling import blast_send_missed_now
 from messaging.twilio_errors import describe, meaning
 from messaging.views.access import admin_context, send_blast_required, view_blast_required
 from smsadmin.csv_export import csv_rows, export_columns
@@ -45,12 +46,16 @@ COUNT_LABELS: list[tuple[str, str]] = [
 STATUS_FILTER_CHOICES = [("", "Any status"), *COUNT_LABELS]
 
 PAUSABLE = (B.QUEUED, B.SENDING)
-CANCELLABLE = (B.SCHEDULED, B.QUEUED, B.SENDING, B.PAUSED)
+CANCELLABLE = (B.SCHEDULED, B.MISSED, B.DISPATCHING, B.QUEUED, B.SENDING, B.PAUSED)
 
 STATUS_WORDS: dict[str, str] = {
     B.PREPARING: "Its list of recipients is being written; nothing is sent yet.",
     B.AWAITING_APPROVAL: "It waits for an Admin's approval; nothing is sent until then.",
-    B.SCHEDULED: "It will start sending at the scheduled time.",
+    B.SCHEDULED: "It will start sending at the scheduled time. Its recipients are taken "
+    "then: people who join before are included, people who opt out are not.",
+    B.DISPATCHING: "Its time has come: its list of recipients is being written.",
+    B.MISSED: "It was not sent: the scheduler found it long after its time (the system was "
+    "down). Send it now, or cancel it.",
     B.QUEUED: "It is about to start sending.",
     B.SENDING: "It is sending now.",
     B.PAUSED: "Nothing new is sent until someone resumes it.",
@@ -63,6 +68,8 @@ STATUS_WORDS: dict[str, str] = {
 
 WHAT_TO_DO: dict[str, str] = {
     Blast.PauseCause.STAFF: "Resume it to send the rest, or cancel it.",
+    Blast.PauseCause.QUIET: "Nothing: it goes on by itself when quiet hours end. Resume it "
+    "to send now anyway.",
     Blast.PauseCause.SENDER: "Fix the sender number or the Twilio account, then resume.",
     Blast.PauseCause.CANARY: (
         "Look at the failed recipients below. If the list looks right, resume; "
@@ -123,7 +130,11 @@ def audience_words(blast: Blast) -> str:
 def _controls(*, blast: Blast, counts: dict[str, int], user: Any) -> dict[str, bool]:
     if not user.has_perm("messaging.send_blast"):
         return {"pause": False, "resume": False, "cancel": False, "retry": False}
+    is_author = blast.created_by_id is not None and blast.created_by_id == user.pk
     return {
+        "edit": blast.status == B.SCHEDULED,
+        "send_now": blast.status == B.MISSED
+        and (is_author or user.has_perm("messaging.approve_blast")),
         "pause": blast.status in PAUSABLE,
         "resume": blast.status == B.PAUSED,
         "cancel": blast.status in CANCELLABLE,
@@ -297,6 +308,20 @@ def blast_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
             f"Nothing was resumed: the blast is not paused "
             f"(it is {blast.get_status_display().lower()}).",
         )
+    return _back(blast)
+
+
+@send_blast_required
+@require_POST
+def blast_send_now_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """A missed blast, sent now by an Admin or its author."""
+    blast = _blast(pk)
+    try:
+        blast_send_missed_now(blast_id=blast.pk, user=request.user)  # type: ignore[arg-type]
+    except BlastError as exc:
+        messages.warning(request, f"Nothing was sent: {exc}")
+    else:
+        messages.success(request, "It goes out within a minute; its recipients are taken now.")
     return _back(blast)
 
 

@@ -60,3 +60,21 @@
     body.dispatchEvent(new Event("input", { bubbles: true }));
   });
 })();
+
+// "When": show the date field for "Later" and the reminder choice for "Before an
+// event"; without this script both simply stay visible.
+(function () {
+  "use strict";
+  const form = document.getElementById("compose-form");
+  if (!form) return;
+  const later = form.querySelector(".compose-when-later");
+  const reminder = form.querySelector(".compose-when-reminder");
+  function show() {
+    const chosen = form.querySelector("input[name=when]:checked");
+    const value = chosen ? chosen.value : "now";
+    if (later) later.hidden = value !== "later";
+    if (reminder) reminder.hidden = value !== "reminder";
+  }
+  form.querySelectorAll("input[name=when]").forEach((radio) => radio.addEventListener("change", show));
+  show();
+})();
