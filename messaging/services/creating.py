@@ -120,6 +120,21 @@ def default_name(body: str) -> str:
     return cut.rstrip() + "…"
 
 
+def _reminder(
+    *, community: bool, events: list[Event], remind_before: timedelta | None, at: datetime | None
+) -> tuple[Event | None, datetime | None]:
+    """(the event reminded of, when it is due): a reminder is due ``remind_before`` its
+    one event's start; anything else keeps ``at``."""
+    if remind_before is None:
+        return None, at
+    if community or len(events) != 1:
+        raise BlastError(
+            "A reminder goes to one event's registrations: choose that event alone.",
+            field="audience",
+        )
+    return events[0], events[0].starts_at - remind_before
+
+
 def blast_check_text(*, body: str) -> Template:
     """The text, parsed; BlastError (field ``body``) when it cannot be sent as written."""
     try:
@@ -234,15 +249,9 @@ def blast_create(
         existing = _same_form(idempotency_key)
         if existing is not None:
             return existing
-    remind_event = None
-    if remind_before is not None:
-        if community or len(events) != 1:
-            raise BlastError(
-                "A reminder goes to one event's registrations: choose that event alone.",
-                field="audience",
-            )
-        remind_event = events[0]
-        scheduled_for = remind_event.starts_at - remind_before
+    remind_event, scheduled_for = _reminder(
+        community=community, events=events, remind_before=remind_before, at=scheduled_for
+    )
     if hold and scheduled_for is None:
         scheduled_for = timezone.now()
     scheduled = hold or (scheduled_for is not None and scheduled_for > timezone.now())
@@ -361,15 +370,9 @@ def blast_update_scheduled(
     template, events = blast_validate(
         body=body, community=community, event_ids=event_ids, tag_ids=tag_ids
     )
-    remind_event = None
-    if remind_before is not None:
-        if community or len(events) != 1:
-            raise BlastError(
-                "A reminder goes to one event's registrations: choose that event alone.",
-                field="audience",
-            )
-        remind_event = events[0]
-        scheduled_for = remind_event.starts_at - remind_before
+    remind_event, scheduled_for = _reminder(
+        community=community, events=events, remind_before=remind_before, at=scheduled_for
+    )
     status = B.SCHEDULED
     if approval_above is not None:
         from messaging.services.composing import Audience, audience_breakdown

@@ -36,6 +36,7 @@ from messaging.services.scheduling import (
     scheduled_dispatch,
 )
 from messaging.tests.conftest import make_event, make_members, phone, run_threads, run_to_end
+from messaging.tests.test_scheduling import later, make_due, outbox_to, schedule
 from suppression.services import unsubscribe
 
 pytestmark = pytest.mark.django_db
@@ -44,25 +45,6 @@ B = Blast.Status
 S = Delivery.Status
 BODY = "Hi {first_name}. Reply STOP to opt out."
 NEW_YORK = "America/New_York"
-
-
-def later(minutes: float = 10) -> datetime:
-    return timezone.now() + timedelta(minutes=minutes)
-
-
-def schedule(minutes: float = 10, **kwargs) -> Blast:
-    kwargs.setdefault("community", True)
-    return blast_create(body=BODY, scheduled_for=later(minutes), **kwargs)
-
-
-def make_due(blast: Blast, minutes_ago: float = 0.5) -> None:
-    Blast.objects.filter(pk=blast.pk).update(
-        scheduled_for=timezone.now() - timedelta(minutes=minutes_ago)
-    )
-
-
-def outbox_to(number: str) -> int:
-    return OutboxMessage.objects.filter(to=number).count()
 
 
 def window_around(moment: datetime, zone: str = "UTC") -> str:
