@@ -31,7 +31,7 @@ from members.import_jobs import (
     import_job_start,
     job_report_path,
 )
-from members.importing import COLUMN_ALIASES, SHOWN_PROBLEMS, ImportFileError
+from members.importing import COLUMN_ALIASES, MAX_COLUMNS, SHOWN_PROBLEMS, ImportFileError
 from members.models import ImportJob
 
 _COLUMN_LABELS = {
@@ -138,6 +138,7 @@ def _upload(
         ],
         "region": settings.SMS_DEFAULT_REGION,
         "max_mb": settings.IMPORT_MAX_BYTES / (1024 * 1024),
+        "max_columns": MAX_COLUMNS,
         "recent_jobs": ImportJob.objects.filter(pool=pool, event=event).select_related(
             "created_by"
         )[:10],

@@ -42,7 +42,7 @@ from members.services import (
     tags_find,
     tags_get_or_create,
 )
-from smsadmin.csv_export import FORMULA_PREFIXES, escape_cell
+from smsadmin.csv_export import csv_writer, unescape_cell
 from smsadmin.phones import InvalidPhoneNumber, normalize_phone
 from suppression.services import blocked_phones
 
@@ -52,6 +52,20 @@ _CHUNK = 1 << 16
 # A quoted cell may hold a line break (an address); one that runs on for this many lines
 # is a quote that was never closed, which would swallow the rest of the file silently.
 _MAX_LINES_PER_ROW = 20
+# A header names what a contact needs (phone, names, email, tags) and a few more columns
+# at most; a longer one is not a header of contacts, and would fill the job's record and
+# page. The header line is read only up to _HEADER_LINE_MAX characters.
+MAX_COLUMNS = 200
+MAX_HEADER_CELL = 1000
+_HEADER_LINE_MAX = MAX_COLUMNS * (MAX_HEADER_CELL + 3)
+# What a message or the job's record shows of the header: this many cells, each cut to
+# _SHOWN_CELL characters.
+_SHOWN_HEADER_CELLS = 20
+_SHOWN_IGNORED = 50
+_SHOWN_CELL = 60
+# A problem's reason quotes the cell it is about, cut to this length.
+_REASON_CELL = 40
+_REASON_MAX = 300
 
 # Header spellings, compared after _header_key(): any case, '_' '-' '.' read as spaces.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -208,10 +222,13 @@ def inspect_file(*, path: Path) -> CsvFormat:
     header, header_line, delimiter = _read_header(path, encoding)
     columns, ignored = _match_columns(header)
     if "phone" not in columns:
-        found = ", ".join(f"'{cell}'" for cell in header if cell.strip()) or "nothing"
+        named = [cell for cell in header if cell.strip()]
+        found = ", ".join(f"'{shorten(cell)}'" for cell in named[:_SHOWN_HEADER_CELLS])
+        if len(named) > _SHOWN_HEADER_CELLS:
+            found += f" and {len(named) - _SHOWN_HEADER_CELLS} more"
         raise ImportFileError(
             "No phone column. The first line must name the columns, one of them phone, "
-            f"mobile, cell, phone number or tel. The first line has: {found}."
+            f"mobile, cell, phone number or tel. The first line has: {found or 'nothing'}."
         )
     fmt = CsvFormat(
         encoding=encoding,
@@ -235,11 +252,30 @@ def inspect_file(*, path: Path) -> CsvFormat:
 
 
 def describe_columns(*, fmt: CsvFormat, pool: str) -> dict[str, Any]:
-    """Which header cell feeds which field, and which columns are left out."""
+    """Which header cell feeds which field, and which columns are left out.
+
+    Kept on the import's record and shown on its page, so bounded: header cells are cut
+    to a readable length and at most _SHOWN_IGNORED ignored columns are named
+    (``ignored_more`` counts the rest).
+    """
     wanted = ("phone", "name", *_pool_spec(pool=pool, event_id=0).fields, "tags")
-    used = {name: fmt.header[index] for name, index in fmt.columns.items() if name in wanted}
+    used = {
+        name: shorten(fmt.header[index]) for name, index in fmt.columns.items() if name in wanted
+    }
     unused = [fmt.header[index] for name, index in fmt.columns.items() if name not in wanted]
-    return {"used": used, "ignored": [*unused, *fmt.ignored]}
+    ignored = [*unused, *fmt.ignored]
+    described: dict[str, Any] = {
+        "used": used,
+        "ignored": [shorten(cell) for cell in ignored[:_SHOWN_IGNORED]],
+    }
+    if len(ignored) > _SHOWN_IGNORED:
+        described["ignored_more"] = len(ignored) - _SHOWN_IGNORED
+    return described
+
+
+def shorten(text: str, limit: int = _SHOWN_CELL) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _scan(path: Path) -> tuple[str, int, str]:
@@ -332,14 +368,65 @@ def _read_header(path: Path, encoding: str) -> tuple[list[str], int, str]:
     with commas, addresses) do; csv.Sniffer looks at data too and guesses wrong on them.
     """
     with path.open(encoding=encoding, newline="") as text:
-        for number, line in enumerate(text, start=1):
+        number = 0
+        # Read with a limit: a "header" of a million columns is refused without being
+        # held whole.
+        while line := text.readline(_HEADER_LINE_MAX + 1):
+            number += 1
+            if len(line) > _HEADER_LINE_MAX:
+                raise ImportFileError(
+                    f"Line {number}, the header, is longer than {_HEADER_LINE_MAX:,} "
+                    f"characters. The first line must name the columns: at most "
+                    f"{MAX_COLUMNS} of them, each name at most {MAX_HEADER_CELL:,} "
+                    "characters."
+                )
             if not line.strip():
                 continue
             counts = {d: line.count(d) for d in (",", ";", "\t")}
             delimiter = max(counts, key=lambda d: (counts[d], d == ","))
-            cells = next(csv.reader([line], delimiter=delimiter))
-            return [_clean_cell(cell) for cell in cells], number, delimiter
+            try:
+                cells = next(csv.reader([line], delimiter=delimiter))
+            except csv.Error as exc:
+                if "field larger than field limit" in str(exc):
+                    raise ImportFileError(
+                        f"Line {number}, the header: a column name is longer than "
+                        f"{csv.field_size_limit():,} characters; a column name may be at "
+                        f"most {MAX_HEADER_CELL:,}. The first line must name the columns."
+                    ) from None
+                raise ImportFileError(_csv_error_message(number, exc)) from None
+            return _checked_header(cells, number), number, delimiter
     raise ImportFileError("The file holds only blank lines.")
+
+
+def _checked_header(cells: list[str], number: int) -> list[str]:
+    """The header's cells, cleaned; refused when too many or too long to be a header."""
+    header = [_clean_cell(cell) for cell in cells]
+    # Empty cells at the end (a spreadsheet's unused columns) name nothing.
+    while header and not header[-1]:
+        header.pop()
+    if len(header) > MAX_COLUMNS:
+        raise ImportFileError(
+            f"Line {number}, the header, has {len(header):,} columns; an import takes at "
+            f"most {MAX_COLUMNS}. Only phone, names, email and tags are read: remove the "
+            "other columns and upload the file again."
+        )
+    for index, cell in enumerate(header, start=1):
+        if len(cell) > MAX_HEADER_CELL:
+            raise ImportFileError(
+                f"Line {number}, the header: column {index} is named by {len(cell):,} "
+                f"characters ('{shorten(cell, 20)}'); a column name may be at most "
+                f"{MAX_HEADER_CELL:,}. The first line must name the columns."
+            )
+    return header
+
+
+def _csv_error_message(line: int, exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return (
+            f"Line {line}: a cell is longer than {csv.field_size_limit():,} characters, "
+            'the most a cell may hold. Is a quote (") opened there and never closed?'
+        )
+    return f"Line {line}: the CSV is malformed ({exc})."
 
 
 def _header_key(cell: str) -> str:
@@ -387,9 +474,9 @@ def _records(path: Path, fmt: CsvFormat) -> Iterator[tuple[int, list[str]]]:
                     )
                 yield line, cells
         except csv.Error as exc:
-            raise ImportFileError(
-                f"Line {reader.line_num}: the CSV is malformed ({exc})."
-            ) from None
+            # A cell over the limit is named by the line its record starts on.
+            line = previous_end + 1 if "field larger" in str(exc) else reader.line_num
+            raise ImportFileError(_csv_error_message(line, exc)) from None
 
 
 def _has_content(cells: list[str]) -> bool:
@@ -397,11 +484,9 @@ def _has_content(cells: list[str]) -> bool:
 
 
 def _clean_cell(cell: str) -> str:
-    cell = cell.strip()
-    # Undo the formula guard our own exports add, so an export imports back unchanged.
-    if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_PREFIXES:
-        cell = cell[1:]
-    return cell
+    # Undo the formula guard our own exports add ('+1201..., Bob;'=1), so an export
+    # imports back unchanged.
+    return unescape_cell(cell).strip()
 
 
 def _parse_row(cells: list[str], fmt: CsvFormat, spec: _PoolSpec) -> _Contact | str:
@@ -413,10 +498,12 @@ def _parse_row(cells: list[str], fmt: CsvFormat, spec: _PoolSpec) -> _Contact | 
             return ""
         return _clean_cell(cells[index])
 
+    raw_phone = cell("phone")
     try:
-        phone = normalize_phone(cell("phone"))
+        phone = normalize_phone(raw_phone)
     except InvalidPhoneNumber as exc:
-        return str(exc)
+        # The reason quotes the cell: a long one is cut.
+        return str(exc).replace(raw_phone, shorten(raw_phone, _REASON_CELL))
     values: dict[str, str] = {}
     first, last = cell("first_name"), cell("last_name")
     if "name" in fmt.columns and not (first and last):
@@ -431,7 +518,7 @@ def _parse_row(cells: list[str], fmt: CsvFormat, spec: _PoolSpec) -> _Contact | 
         try:
             validate_email(email)
         except ValidationError:
-            return f"'{email}' is not an email address."
+            return f"'{shorten(email, _REASON_CELL)}' is not an email address."
         values["email"] = email
     for name, value in values.items():
         limit = spec.model._meta.get_field(name).max_length
@@ -555,15 +642,18 @@ def _run(
     first_line_of: dict[str, int] = {}
     batch: list[_Contact] = []
     tags = _TagCache()
-    report_writer = csv.writer(report) if report is not None else None
+    # Same guard as the exports: every cell quoted and safe in a spreadsheet.
+    report_writer = csv_writer(report) if report is not None else None
     if report_writer:
-        report_writer.writerow(["line", "problem", "reason", *map(escape_cell, fmt.header)])
+        report_writer.writerow(["line", "problem", "reason", *fmt.header])
 
     def problem(line: int, kind: str, reason: str, cells: list[str]) -> None:
+        reason = shorten(reason, _REASON_MAX)
         if len(summary.problems) < SHOWN_PROBLEMS:
             summary.problems.append(Problem(line, kind, reason))
         if report_writer:
-            report_writer.writerow([line, kind, escape_cell(reason), *map(escape_cell, cells)])
+            # Cells past the last column a header may have are never read by an import.
+            report_writer.writerow([line, kind, reason, *cells[:MAX_COLUMNS]])
 
     def flush(line: int) -> None:
         if batch:

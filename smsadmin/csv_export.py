@@ -3,15 +3,20 @@
 The action is registered site-wide but disabled (smsadmin/admin.py), so a ModelAdmin
 turns it on with one word: ``actions = ["export_csv"]``. Columns per model live here,
 so no admin needs code of its own to export.
+
+Every CSV the product writes (these exports, the blast page's recipients, the import's
+problem report) goes through ``csv_writer``: each cell quoted and passed through
+``escape_cell``, the one formula guard.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
@@ -20,9 +25,30 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection);
-# a leading apostrophe makes it plain text. Tab and CR also start formulas in some
-# spreadsheets once they trim the cell.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# an apostrophe just before it makes it plain text (the OWASP convention). Tab and CR
+# also start formulas in some spreadsheets once they trim the cell; spreadsheets in East
+# Asian locales read the full-width (and small) forms as their ASCII twins.
+FORMULA_CHARS = "=+-@\t\r\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b"
+# A reader set to another separator (";" in much of Europe, tab) starts a new cell after
+# each of these, and one that ignores quoting starts a new row after a line break.
+_CELL_BREAKS = ";,\t\r\n"
+# What a spreadsheet may trim before it looks at a cell's first character: Unicode
+# spaces (the no-break space too), zero-width characters, and quotes.
+_SKIPPED = "".join(
+    sorted(
+        {chr(c) for c in range(0x3001) if chr(c).isspace()} - set(_CELL_BREAKS)
+        | set("\"'\u200b\u200c\u200d\u2060\ufeff")
+    )
+)
+_SEGMENT_START = f"(?:^|(?<=[{re.escape(_CELL_BREAKS)}]))"
+_BEFORE_FORMULA = f"(?=[{re.escape(FORMULA_CHARS)}])"
+# Where a formula could start: the end of what is skipped at the start of the cell or
+# after a break, when a formula character follows.
+_GUARD = re.compile(f"{_SEGMENT_START}[{re.escape(_SKIPPED)}]*{_BEFORE_FORMULA}")
+# Most cells hold no formula character at all: they skip the guard's slower search.
+_ANY_FORMULA_CHAR = re.compile(f"[{re.escape(FORMULA_CHARS)}]")
+# The apostrophe the guard put there.
+_GUARDED = re.compile(f"{_SEGMENT_START}([{re.escape(_SKIPPED)}]*)'{_BEFORE_FORMULA}")
 
 # (header, lookup) per model. Headers the importer recognises (first name, phone, ...)
 # make an export of members or registrations importable again as it is.
@@ -111,11 +137,53 @@ EXPORT_COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 
 def escape_cell(value: object) -> str:
-    """``value`` as CSV cell text that no spreadsheet runs as a formula."""
+    """``value`` as CSV cell text that no spreadsheet runs as a formula.
+
+    Whatever the reader's separator and trimming: a formula character at the start of
+    the cell, or after a ``;``, ``,``, tab or line break inside it, once spaces and
+    quotes before it are skipped, gets an apostrophe just before it
+    (``Bob;=1+1`` -> ``Bob;'=1+1``, ``+1201...`` -> ``'+1201...``).
+    ``unescape_cell`` takes exactly those apostrophes out again.
+    """
     text = format_value(value)
-    if text.startswith(FORMULA_PREFIXES):
-        return "'" + text
-    return text
+    if _ANY_FORMULA_CHAR.search(text) is None:
+        return text
+    return _GUARD.sub(_apostrophe_after, text)
+
+
+def unescape_cell(text: str) -> str:
+    """Undo ``escape_cell``, so an export imports back as it was."""
+    if "'" not in text:
+        return text
+    return _GUARDED.sub(_without_apostrophe, text)
+
+
+# Functions, not template strings: re.sub calls them about twice as fast.
+def _apostrophe_after(match: re.Match[str]) -> str:
+    return match.group(0) + "'"
+
+
+def _without_apostrophe(match: re.Match[str]) -> str:
+    return match.group(1)
+
+
+class _Writer(Protocol):
+    def write(self, value: str, /) -> Any: ...
+
+
+class SafeCsvWriter:
+    """csv.writer that quotes every cell and passes each through ``escape_cell``."""
+
+    def __init__(self, out: _Writer) -> None:
+        self._writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+
+    def writerow(self, values: Iterable[object]) -> Any:
+        return self._writer.writerow([escape_cell(value) for value in values])
+
+
+def csv_writer(out: _Writer) -> SafeCsvWriter:
+    """The writer of every CSV the product writes: ``out`` is a text file."""
+    return SafeCsvWriter(out)
 
 
 def format_value(value: object) -> str:
@@ -146,14 +214,14 @@ class _Echo:
 
 def csv_rows(queryset: QuerySet, columns: list[tuple[str, str]]) -> Iterator[str]:
     """The export as CSV text, one line at a time, reading the table in chunks."""
-    writer = csv.writer(_Echo())
+    writer = csv_writer(_Echo())
     # Excel reads a file without a BOM as Windows-1252 and mangles accents.
     yield "\ufeff" + writer.writerow([header for header, _ in columns])
     lookups = [lookup for _, lookup in columns]
     many = [_many_to_many(queryset.model, lookup) for lookup in lookups]
     if not any(many):
         for row in queryset.values_list(*lookups).iterator(chunk_size=2000):
-            yield writer.writerow([escape_cell(value) for value in row])
+            yield writer.writerow(row)
         return
     # A many-to-many column (tags) would repeat the row once per tag in values_list:
     # read the rows by chunk and each chunk's names in one more query per column.
@@ -168,7 +236,7 @@ def csv_rows(queryset: QuerySet, columns: list[tuple[str, str]]) -> Iterator[str
                 "; ".join(joined.get(pk, ())) if joined is not None else next(cells)
                 for joined in names
             ]
-            yield writer.writerow([escape_cell(value) for value in out])
+            yield writer.writerow(out)
 
 
 _EXPORT_CHUNK = 2000

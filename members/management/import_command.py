@@ -92,7 +92,12 @@ class ImportCommand(BaseCommand):
         used = ", ".join(f"{name} <- '{cell}'" for name, cell in columns["used"].items())
         out.write(f"Columns: {used}.")
         if columns["ignored"]:
-            out.write("Ignored columns: " + ", ".join(f"'{c}'" for c in columns["ignored"]))
+            more = columns.get("ignored_more")
+            out.write(
+                "Ignored columns: "
+                + ", ".join(f"'{c}'" for c in columns["ignored"])
+                + (f" and {more} more" if more else "")
+            )
         for line in format_summary(summary, applied=not options["dry_run"]):
             out.write(line)
         for problem in summary.problems:

@@ -113,9 +113,10 @@ def test_problem_report_download(manager_client):
 
     body = b"".join(response.streaming_content).decode("utf-8-sig")
     assert response["Content-Disposition"] == 'attachment; filename="list-problems.csv"'
+    # Every cell quoted, as in every CSV the product writes.
     assert body.splitlines() == [
-        "line,problem,reason,First Name,Surname,Mobile",
-        "3,invalid,'nope' has no digits.,Bo,Ng,nope",
+        '"line","problem","reason","First Name","Surname","Mobile"',
+        '"3","invalid","\'nope\' has no digits.","Bo","Ng","nope"',
     ]
 
 

@@ -61,7 +61,7 @@ def test_errors_option_writes_the_full_report(csv_file, tmp_path):
     run("import_members", str(csv_file(CONTENT)), "--errors", str(report))
 
     lines = report.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "line,problem,reason,first,last,phone"
+    assert lines[0] == '"line","problem","reason","first","last","phone"'
     assert len(lines) == 3
 
 
