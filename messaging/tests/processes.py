@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import requests
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANAGE_PY = str(REPO_ROOT / "manage.py")
 PYTHON = sys.executable
 # The venv's own console scripts sit next to its python.
 CELERY = str(Path(sys.executable).parent / "celery")
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 # Variables from the test process that must not leak into the programs under test: the
 # suite's own database and broker, and anything that would change how they behave.
@@ -281,6 +284,44 @@ class Services:
             env=env,
         )
         service.wait_for_log(r"beat: Starting", timeout=45)
+        return service
+
+    def web(self, port: int, *, name: str = "web", env: Mapping[str, str] | None = None) -> Service:
+        """gunicorn as the Procfile starts it, on 127.0.0.1:``port``; returns once it answers.
+
+        Any answer from /healthz will do (a 503 is an answer): what it says is the test's
+        business. Raises, with the log, if gunicorn exits instead (the port was taken).
+        """
+        service = self.start(
+            name,
+            [
+                GUNICORN,
+                "smsadmin.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+                "--error-logfile",
+                "-",
+            ],
+            env=env,
+        )
+        service.wait_for_log(r"Listening at: http://127\.0\.0\.1:\d+", timeout=30)
+
+        def answers() -> bool:
+            if service.proc.poll() is not None:
+                raise AssertionError(f"{name} exited at start\n{service.tail()}")
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            except requests.RequestException:
+                return False
+            return True
+
+        wait_for(f"{name} to answer on port {port}", answers, timeout=30, describe=service.tail)
         return service
 
     def fake_twilio(self, *, latency_ms: float = 0.0) -> tuple[Service, str]:
