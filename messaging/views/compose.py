@@ -355,7 +355,13 @@ def compose(request: HttpRequest) -> HttpResponse:
                 community=bool(initial.get("community")),
                 event_ids=[event.pk for event in initial.get("events", [])],
             )
-            preflight = blast_preflight(body="", audience=audience, user=request.user)
+            # Counted under the new form's key: its first keystrokes reuse these counts.
+            preflight = blast_preflight(
+                body="",
+                audience=audience,
+                user=request.user,
+                reuse_for=str(initial["idempotency_key"]),
+            )
         return _page(request, form, preflight)
 
     form = ComposeForm(request.POST)
