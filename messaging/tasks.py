@@ -39,3 +39,21 @@ def sweep_blasts_task() -> dict[str, int]:
 @shared_task(name="messaging.reconcile_deliveries", ignore_result=True)
 def reconcile_deliveries_task() -> dict[str, int]:
     return services.deliveries_reconcile()
+
+
+@shared_task(name="messaging.worker_heartbeat", ignore_result=True)
+def worker_heartbeat_task() -> None:
+    from smsadmin.health import worker_heartbeat_record
+
+    worker_heartbeat_record()
+
+
+@shared_task(name="messaging.erase_old_messages", ignore_result=True)
+def erase_old_messages_task() -> dict[str, int] | None:
+    from django.conf import settings
+
+    from messaging.services.retention import messages_erase_older
+
+    if settings.RETENTION_DAYS is None:  # turned off since beat queued it
+        return None
+    return messages_erase_older(days=settings.RETENTION_DAYS)

@@ -13,3 +13,6 @@ os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 # Quiet hours would make tests depend on the time of day they run at; the tests of
 # quiet hours set them themselves.
 os.environ["QUIET_HOURS"] = ""
+# The test client and the programs the e2e tests start talk plain http, as `make run`
+# does: no redirect to https. The production settings' own test sets it back.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")

@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -49,6 +51,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "axes",
+    # django-csp: its checks catch a policy written in the pre-4.0 format.
+    "csp",
     "smsadmin.apps.SmsadminConfig",
     "members",
     "events",
@@ -58,6 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -160,6 +165,50 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 12)
+SECURE_REFERRER_POLICY = "same-origin"
+# HTTPS only, as the cookies are: `make run` (plain http on loopback) turns both off with
+# SESSION_COOKIE_SECURE=false. Behind nginx, SECURE_PROXY_SSL_HEADER (above) tells a
+# request that came in over https from one nginx forwarded from http.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SECURE)
+# A health probe on the machine itself (curl http://127.0.0.1:8000/healthz, a load
+# balancer's check) talks plain http and must not be sent to https.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Browsers remember for this long to come back over https only. Sent on https responses
+# only, so `make run` never sends it.
+SECURE_HSTS_SECONDS = env.int(
+    "SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365 if SECURE_SSL_REDIRECT else 0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading puts the domain on a list built into browsers, hard to get off again: the
+# organisation's choice for its whole domain, not this app's, so off unless asked for.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# ... and then `check --deploy` need not remind us of it on every run.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# Content-Security-Policy (django-csp): scripts only from our own static files, never
+# inline, so injected markup cannot run. Style attributes are allowed (a few templates
+# use them; browsers without style-src-attr just lose that styling), <style> elements
+# and stylesheets from elsewhere are not.
+_csp_directives: dict[str, list[str]] = {
+    "default-src": [SELF],
+    "script-src": [SELF],
+    "style-src": [SELF],
+    "style-src-attr": [UNSAFE_INLINE],
+    "img-src": [SELF, "data:"],
+    "object-src": [NONE],
+    "frame-ancestors": [NONE],
+    "form-action": [SELF],
+    "base-uri": [SELF],
+}
+if _csp_report_uri := env.str("CSP_REPORT_URI", default=""):
+    _csp_directives["report-uri"] = [_csp_report_uri]
+# Report-only: browsers report what the policy would block and block nothing, to try a
+# change (a customised admin template) before enforcing it. Kept out of names starting
+# with CSP_, which django-csp's checks take for its old settings format.
+if env.bool("CSP_REPORT_ONLY", default=False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _csp_directives}
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _csp_directives}
 
 # --- Internationalisation -------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -275,6 +324,14 @@ if SCHEDULER_POLL_SECONDS <= 0 or SCHEDULER_STALE_MINUTES <= 0 or SCHEDULE_GRACE
         "SCHEDULER_POLL_SECONDS and SCHEDULER_STALE_MINUTES must be above 0, "
         "SCHEDULE_GRACE_MINUTES 0 or more."
     )
+# Beat sends the worker a heartbeat task this often; /healthz reports the worker late
+# after three of them and a minute.
+WORKER_HEARTBEAT_SECONDS = 30.0
+# Data retention: message bodies and phone numbers of deliveries, inbound replies and
+# outbox messages older than this many days are erased each day; unset keeps them.
+RETENTION_DAYS: int | None = env.int("RETENTION_DAYS", default=None)
+if RETENTION_DAYS is not None and RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("RETENTION_DAYS must be 1 or more (unset: keep everything).")
 CELERY_BEAT_SCHEDULE = {
     # Dispatch due scheduled blasts, repeats and event reminders; heartbeat.
     "dispatch-scheduled": {
@@ -295,7 +352,28 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Proof for /healthz that a worker takes tasks.
+    "worker-heartbeat": {
+        "task": "messaging.worker_heartbeat",
+        "schedule": WORKER_HEARTBEAT_SECONDS,
+        "options": {"expires": WORKER_HEARTBEAT_SECONDS - 1},
+    },
 }
+if RETENTION_DAYS is not None:
+    # Erase old message bodies and numbers; a day late changes nothing, so a missed
+    # run is simply made up by the next.
+    CELERY_BEAT_SCHEDULE["erase-old-messages"] = {
+        "task": "messaging.erase_old_messages",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 60 * 60 * 12},
+    }
+
+# --- Backups --------------------------------------------------------------------------
+# `manage.py backup` (SQLite only) writes here and keeps the newest BACKUP_KEEP copies.
+BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+BACKUP_KEEP = env.int("BACKUP_KEEP", default=14)
+if BACKUP_KEEP < 1:
+    raise ImproperlyConfigured("BACKUP_KEEP must be 1 or more.")
 
 # --- Logging --------------------------------------------------------------------------
 LOGGING = {

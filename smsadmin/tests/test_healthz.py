@@ -1,5 +1,7 @@
 """/healthz, for load balancers and monitoring."""
 
+import os
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -7,18 +9,25 @@ from django.db import connections
 from django.utils import timezone
 
 from messaging.services.scheduling import scheduled_dispatch
+from messaging.tasks import worker_heartbeat_task
 from smsadmin.models import Heartbeat
 
 pytestmark = pytest.mark.django_db
 
 
 def test_healthz_answers_200_json(client):
+    # A fresh install: nothing has run yet, and that is not an error.
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert response.json() == {
         "status": "ok",
+        "failing": [],
         "database": "ok",
+        "broker": "ok",
+        "beat": "never",
+        "worker": "never",
+        "last_run": {"beat": None, "worker": None},
         "scheduler": {"last_run": None, "status": "never"},
     }
     assert "no-cache" in response["Cache-Control"]
@@ -39,7 +48,14 @@ def test_healthz_answers_503_when_the_database_does_not(client, monkeypatch):
     response = client.get("/healthz")
     monkeypatch.undo()
     assert response.status_code == 503
-    assert response.json() == {"status": "error", "database": "OperationalError"}
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["database"] == "error: OperationalError"
+    # The heartbeats live in the database: unknown, not "never".
+    assert body["beat"] == body["worker"] == "error: database"
+    assert body["failing"] == ["database", "beat", "worker"]
+    # Nothing about the server in a public answer.
+    assert "refused" not in response.content.decode()
 
 
 def test_healthz_only_answers_get(client):
@@ -61,11 +77,11 @@ def test_a_scheduler_on_time_is_ok(client, settings):
     at = beat(seconds_ago=40)
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {
-        "status": "ok",
-        "database": "ok",
-        "scheduler": {"last_run": at.isoformat(), "status": "ok"},
-    }
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["beat"] == "ok"
+    assert body["last_run"]["beat"] == at.isoformat()
+    assert body["scheduler"] == {"last_run": at.isoformat(), "status": "ok"}
 
 
 def test_a_late_scheduler_answers_503(client, settings):
@@ -74,11 +90,12 @@ def test_a_late_scheduler_answers_503(client, settings):
     at = beat(seconds_ago=151)
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json() == {
-        "status": "error",
-        "database": "ok",
-        "scheduler": {"last_run": at.isoformat(), "status": "late"},
-    }
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["failing"] == ["beat"]
+    assert body["database"] == "ok"
+    assert body["beat"] == "late"
+    assert body["scheduler"] == {"last_run": at.isoformat(), "status": "late"}
 
 
 def test_just_inside_the_margin_is_still_ok(client, settings):
@@ -109,3 +126,121 @@ def test_a_dispatch_pass_makes_it_ok(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json()["scheduler"]["status"] == "ok"
+
+
+# --- The worker ----------------------------------------------------------------------------
+
+
+def worker_beat(*, seconds_ago: float) -> datetime:
+    at = timezone.now() - timedelta(seconds=seconds_ago)
+    Heartbeat.objects.update_or_create(name="worker", defaults={"at": at})
+    return at
+
+
+def test_a_worker_that_never_ran_is_reported_but_not_an_error(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["worker"] == "never"
+
+
+def test_the_heartbeat_task_makes_the_worker_ok(client):
+    # What a worker does with the task beat sends it every WORKER_HEARTBEAT_SECONDS.
+    worker_heartbeat_task()
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["worker"] == "ok"
+    assert body["last_run"]["worker"] is not None
+
+
+def test_a_late_worker_answers_503_naming_it(client, settings):
+    # Late after 3 heartbeats and a minute: 3 x 30 s + 60 s = 150 s.
+    settings.WORKER_HEARTBEAT_SECONDS = 30
+    beat(seconds_ago=10)
+    worker_beat(seconds_ago=140)
+    assert client.get("/healthz").status_code == 200
+    at = worker_beat(seconds_ago=151)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["worker"]
+    assert body["worker"] == "late"
+    assert body["last_run"]["worker"] == at.isoformat()
+    assert body["beat"] == "ok"
+
+
+def test_late_beat_and_worker_are_both_named(client):
+    beat(seconds_ago=3600)
+    worker_beat(seconds_ago=3600)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["beat", "worker"]
+
+
+# --- The broker ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def filesystem_broker(settings, tmp_path):
+    folders = {name: tmp_path / name for name in ("queue", "processed", "control")}
+    for folder in folders.values():
+        folder.mkdir()
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+        "store_processed": False,
+    }
+    return folders
+
+
+def test_the_filesystem_broker_is_ok_when_its_folders_are_there(client, filesystem_broker):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["broker"] == "ok"
+
+
+def test_a_missing_queue_folder_answers_503(client, filesystem_broker):
+    filesystem_broker["queue"].rmdir()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["broker"] == "error: its queue folder is missing"
+    assert body["failing"] == ["broker"]
+    # The path stays in the log, not in a public answer.
+    assert str(filesystem_broker["queue"]) not in response.content.decode()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder")
+def test_a_read_only_control_folder_answers_503(client, filesystem_broker):
+    filesystem_broker["control"].chmod(0o500)
+    try:
+        response = client.get("/healthz")
+    finally:
+        filesystem_broker["control"].chmod(0o700)
+    assert response.status_code == 503
+    assert response.json()["broker"] == "error: its control folder is not writable"
+
+
+def test_redis_that_answers_is_ok(client, settings):
+    url = os.environ.get("TEST_REDIS_URL", "")
+    if not url:
+        pytest.skip("TEST_REDIS_URL is not set (CI sets it).")
+    settings.CELERY_BROKER_URL = url
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["broker"] == "ok"
+
+
+def test_redis_that_does_not_answer_is_reported_quickly(client, settings):
+    # Nothing listens on port 1: a probe must not hang the load balancer's check.
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    started = time.monotonic()
+    response = client.get("/healthz")
+    assert time.monotonic() - started < 5
+    assert response.status_code == 503
+    body = response.json()
+    assert body["broker"].startswith("error: ")
+    assert body["failing"] == ["broker"]
