@@ -39,9 +39,10 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/pages_100k.py
 
 # A first .env for this machine: a fresh secret key, and cookies allowed over plain
-# http because `make run` serves on the loopback address only.
+# http because `make run` serves on the loopback address only. Readable by its owner
+# only (0600): it holds the secret key.
 .env:
-	@key=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))'); \
+	@umask 077; key=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))'); \
 	printf 'SECRET_KEY=%s\nDEBUG=false\nSESSION_COOKIE_SECURE=false\n' "$$key" > .env; \
 	echo "Wrote .env with a new SECRET_KEY."
 

@@ -13,7 +13,14 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -24,6 +31,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
 from events.models import Event
+from members.cleanup import REPORT_KEEP
 from members.import_jobs import (
     import_job_confirm,
     import_job_create,
@@ -44,6 +52,18 @@ _COLUMN_LABELS = {
 }
 # A job still waiting this long for a worker gets a hint that none may be running.
 _WORKER_HINT_AFTER_SECONDS = 15
+
+
+_REPORT_REMOVED = (
+    f"The problem report (every problem row as CSV) was removed: reports are kept "
+    f"{REPORT_KEEP.days} days. The first problems are still listed below."
+)
+
+
+def _report_removed(job: ImportJob, *, has_report: bool) -> bool:
+    """The job had a problem report on its page, and the clean-up has removed it since."""
+    shown = job.status in (ImportJob.Status.PREVIEWED, ImportJob.Status.APPLIED)
+    return shown and job.problem_count > 0 and not has_report
 
 
 def can_import(user: Any, pool: str) -> bool:
@@ -220,6 +240,9 @@ class ImportJobAdmin(admin.ModelAdmin):
                 + f"?event__id__exact={job.event_id}"
             )
             upload_url = reverse("admin:events_event_import", args=[job.event_id])
+        has_report = job.problem_count > 0 and job_report_path(job).exists()
+        if _report_removed(job, has_report=has_report):
+            messages.info(request, _REPORT_REMOVED)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -229,7 +252,7 @@ class ImportJobAdmin(admin.ModelAdmin):
             "original": job,
             "can_confirm": job.status == ImportJob.Status.PREVIEWED
             and can_import(request.user, job.pool),
-            "has_report": job.problem_count > 0 and job_report_path(job).exists(),
+            "has_report": has_report,
             "shown_problems": SHOWN_PROBLEMS,
             "contacts_url": contacts_url,
             "upload_url": upload_url,
@@ -271,11 +294,14 @@ class ImportJobAdmin(admin.ModelAdmin):
             }
         )
 
-    def problems_view(self, request: HttpRequest, job_id: int) -> FileResponse:
+    def problems_view(self, request: HttpRequest, job_id: int) -> HttpResponseBase:
         job = self._job(request, job_id)
         report = job_report_path(job)
         if not report.exists():
-            raise Http404("This import has no problem report.")
+            if not _report_removed(job, has_report=False):
+                raise Http404("This import has no problem report.")
+            # A link from a page opened before the clean-up: say why, on the job's page.
+            return redirect("admin:members_importjob_change", job.pk)
         stem = job.file_name.rsplit(".", 1)[0]
         return FileResponse(
             report.open("rb"),

@@ -3,6 +3,10 @@
 Confirm applies exactly what the preview showed: the stored bytes must still hash to the
 SHA-256 taken at upload, and a fresh plan of the file against the database must hash to
 the preview's plan digest, or nothing is written and the new preview is shown instead.
+
+The files are the app user's only (folders 0700, files 0600: smsadmin.files). The upload
+is removed as soon as its import is applied or fails; the problem report of an applied
+import stays for members.cleanup to remove a week later, with previews never confirmed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from members.importing import (
     validate_pool,
 )
 from members.models import ImportJob
+from smsadmin.files import PRIVATE_DIR_MODE, private_dir, private_opener
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +77,9 @@ def import_job_create(
     """
     validate_pool(pool=pool, event_id=event.pk if event else None)
     stored_as = f"{timezone.now():%Y%m%d}-{uuid.uuid4().hex}"
-    folder = Path(settings.IMPORT_DIR) / stored_as
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = private_dir(settings.IMPORT_DIR) / stored_as
+    folder.mkdir(mode=PRIVATE_DIR_MODE)
+    folder.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
     path = folder / _UPLOAD_NAME
     try:
         _store(upload, path)
@@ -101,7 +107,7 @@ def _store(upload: IO[bytes] | Iterable[bytes], path: Path) -> None:
         else upload  # type: ignore[assignment]
     )
     size = 0
-    with path.open("wb") as out:
+    with open(path, "wb", opener=private_opener) as out:
         for chunk in chunks:
             size += len(chunk)
             # Checked while copying, so an oversized upload never fills the disk.
@@ -163,12 +169,30 @@ def import_job_fail_stalled(*, job: ImportJob) -> bool:
             "the batches before it were imported. Importing the same file again is safe: "
             "contacts are matched by phone, so none is duplicated."
         )
-    return (
+    failed = (
         ImportJob.objects.filter(pk=job.pk, status=job.status, updated_at__lt=cutoff).update(
             status=ImportJob.Status.FAILED, status_message=message, updated_at=timezone.now()
         )
         == 1
     )
+    if failed:
+        import_job_remove_files(job=job)
+    return failed
+
+
+def import_job_remove_files(*, job: ImportJob, keep_report: bool = False) -> None:
+    """Remove the job's upload (and its problem report unless kept) once the work commits.
+
+    The row stays, as history. After the commit only: a rolled-back status change keeps
+    the file it still needs.
+    """
+    if not job.stored_as or "/" in job.stored_as or ".." in job.stored_as:
+        return
+    folder = job_dir(job)
+    if keep_report:
+        transaction.on_commit(lambda: job_upload_path(job).unlink(missing_ok=True))
+    else:
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def _claim(job_id: int, from_status: str, to_status: str) -> bool:
@@ -186,6 +210,7 @@ def _guarded(job_id: int, work: Callable[[ImportJob], None]) -> None:
         work(job)
     except ImportFileError as exc:
         _finish(job, status=ImportJob.Status.FAILED, message=str(exc))
+        import_job_remove_files(job=job)
     except Exception as exc:
         logger.exception("CSV import %s failed", job_id)
         message = f"The import stopped on an unexpected error ({type(exc).__name__})."
@@ -197,6 +222,7 @@ def _guarded(job_id: int, work: Callable[[ImportJob], None]) -> None:
         else:
             message += " Nothing was written."
         _finish(job, status=ImportJob.Status.FAILED, message=message)
+        import_job_remove_files(job=job)
 
 
 def _finish(job: ImportJob, *, status: str, message: str, **fields: Any) -> None:
@@ -236,7 +262,7 @@ def _preview_job(job: ImportJob) -> None:
     ImportJob.objects.filter(pk=job.pk).update(progress_total=job.line_count)
     fmt = _checked_format(job)
     report_path = job_report_path(job)
-    with report_path.open("w", encoding="utf-8-sig", newline="") as report:
+    with open(report_path, "w", encoding="utf-8-sig", newline="", opener=private_opener) as report:
         summary = import_preview(
             path=job_upload_path(job),
             pool=job.pool,
@@ -314,6 +340,8 @@ def _apply_job(job: ImportJob) -> None:
         applied_at=timezone.now(),
         **_summary_fields(done),
     )
+    # Its bytes are in the database now; the problem report stays a week (members.cleanup).
+    import_job_remove_files(job=job, keep_report=True)
 
 
 def _with_new_tags(job: ImportJob, summary: ImportSummary) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+from smsadmin import files
+
 
 def _sync_roles(sender: AppConfig, **kwargs: object) -> None:
     # Permissions added by later migrations join the roles on the next migrate.
@@ -17,3 +19,4 @@ class SmsadminConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_sync_roles, sender=self, dispatch_uid="smsadmin-sync-roles")
+        files.ready()  # the SQLite files and the broker's folders: the app's user only
