@@ -326,7 +326,7 @@ if SCHEDULER_POLL_SECONDS <= 0 or SCHEDULER_STALE_MINUTES <= 0 or SCHEDULE_GRACE
     )
 # Beat sends the worker a heartbeat task this often; /healthz reports the worker late
 # after three of them and a minute.
-WORKER_HEARTBEAT_SECONDS = 30.0
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=30.0)
 # Data retention: message bodies and phone numbers of deliveries, inbound replies and
 # outbox messages older than this many days are erased each day; unset keeps them.
 RETENTION_DAYS: int | None = env.int("RETENTION_DAYS", default=None)
@@ -352,11 +352,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Abandon CSV previews not confirmed within a day; remove uploads left behind and
+    # problem reports older than a week (members.cleanup). Hourly, so none stays much
+    # over a day; a missed run is made up by the next.
+    "clean-import-files": {
+        "task": "members.clean_import_files",
+        "schedule": crontab(minute=41),
+        "options": {"expires": 55 * 60},
+    },
     # Proof for /healthz that a worker takes tasks.
     "worker-heartbeat": {
         "task": "messaging.worker_heartbeat",
         "schedule": WORKER_HEARTBEAT_SECONDS,
-        "options": {"expires": WORKER_HEARTBEAT_SECONDS - 1},
+        "options": {"expires": max(1.0, WORKER_HEARTBEAT_SECONDS - 1)},
     },
 }
 if RETENTION_DAYS is not None:

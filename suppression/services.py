@@ -59,6 +59,8 @@ def blocked_phones(*, phones: Iterable[str]) -> dict[str, str]:
         batch.clear()
 
     for phone in phones:
+        if not phone.startswith("+"):
+            continue  # erased by data retention: no number to look up
         batch.append(phone)
         if len(batch) >= 500:
             flush()
@@ -394,6 +396,9 @@ def failure_record(
     transient failures are counted since the number's last lifted suppression. Safe to
     call inside the caller's transaction (it then runs in a savepoint).
     """
+    if not phone.startswith("+"):
+        # A late callback for a row whose number RETENTION_DAYS erased: no number to act on.
+        return NONE
     phone = normalize_phone(phone)
     message_sid = (message_sid or "").strip()[:64]
     at = at or timezone.now()

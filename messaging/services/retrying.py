@@ -136,7 +136,10 @@ def _retry(*, blast_id: int) -> RetryResult:
         for pk, phone, code in failed:
             # The error first: an invalid number is also suppressed by now, and
             # "invalid" is the reason staff can act on.
-            if not staff_retry(code):
+            if not phone.startswith("+"):
+                # Erased by RETENTION_DAYS: there is nobody left to send it to.
+                not_retried["the number was erased (data retention)"] += 1
+            elif not staff_retry(code):
                 not_retried[_why_not(code)] += 1
             elif phone in blocked:
                 not_retried[_BLOCKED_REASON[blocked[phone]]] += 1

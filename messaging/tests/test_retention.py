@@ -166,3 +166,29 @@ def test_beat_runs_it_daily_only_when_retention_days_is_set(tmp_path):
     shown = shell_json(code, env=program_env(tmp_path, RETENTION_DAYS="30"), log_dir=tmp_path)
     assert shown[0] == "messaging.erase_old_messages"
     assert "<crontab: 17 3 * * *" in shown[1]
+
+
+@pytest.mark.django_db
+def test_retry_failed_never_sends_to_an_erased_number_and_a_late_callback_suppresses_nothing():
+    from messaging.services import blast_create
+    from messaging.services.retrying import blast_retry_failed
+    from messaging.tests.conftest import make_members
+    from suppression.models import FailureEvent, SuppressedContact
+    from suppression.services import failure_record
+
+    make_members(2)
+    blast = blast_create(body="Hi", community=True)
+    Delivery.objects.filter(blast=blast).update(status="failed", error_code=30008)
+    Blast.objects.filter(pk=blast.pk).update(status=Blast.Status.FAILED)
+    messages_erase_older(days=1, now=timezone.now() + timedelta(days=10))
+    erased = Delivery.objects.filter(blast=blast).first()
+    assert not erased.phone.startswith("+")
+
+    result = blast_retry_failed(blast_id=blast.pk)
+    assert result.retried == 0
+    assert result.not_retried == {"the number was erased (data retention)": 2}
+    assert Delivery.objects.get(pk=erased.pk).status == "failed"
+
+    assert failure_record(phone=erased.phone, code=21211) == "none"
+    assert not SuppressedContact.objects.exists()
+    assert not FailureEvent.objects.filter(phone__startswith="erased").exists()
