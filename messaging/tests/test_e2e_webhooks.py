@@ -62,25 +62,8 @@ def start_fake_twilio(started: Services) -> str:
 
 
 def start_web(started: Services, port: int) -> None:
-    """gunicorn as the Procfile starts it, on a port of its own."""
-    web = started.start(
-        "web",
-        [
-            GUNICORN,
-            "smsadmin.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--access-logfile",
-            "-",
-            "--error-logfile",
-            "-",
-        ],
-    )
-    web.wait_for_log(r"Listening at: http://127\.0\.0\.1:\d+", timeout=30)
+    """gunicorn as the Procfile starts it, on a port of its own, once it reports healthy."""
+    web = started.web(port)
 
     def healthy() -> bool:
         try:
