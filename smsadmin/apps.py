@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
-from smsadmin import files
+from smsadmin import admin_site, files
 
 
 def _sync_roles(sender: AppConfig, **kwargs: object) -> None:
@@ -20,3 +20,4 @@ class SmsadminConfig(AppConfig):
     def ready(self) -> None:
         post_migrate.connect(_sync_roles, sender=self, dispatch_uid="smsadmin-sync-roles")
         files.ready()  # the SQLite files and the broker's folders: the app's user only
+        admin_site.install()  # the admin's models list, grouped the way staff think

@@ -1,6 +1,7 @@
 """The admin index's starting point: compose, the latest blasts with their progress, the
 blasts waiting for approval, missed blasts, the next scheduled ones and when the scheduler
-last ran, in a bounded number of queries."""
+last ran, and the last 30 days' activity (messaging/tests/test_dashboard_charts.py), in a
+bounded number of queries."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.models import Blast, Delivery, Recurrence
+from messaging.models import Blast, Delivery, InboundMessage, Recurrence
 from messaging.services import blast_create
 from messaging.services.scheduling import recurrence_start
 from messaging.tests.conftest import make_members
 from smsadmin.models import Heartbeat
+from suppression.models import SuppressedContact, UnsubscribedContact
 
 pytestmark = pytest.mark.django_db
 
@@ -129,12 +131,32 @@ def test_the_index_costs_the_same_queries_for_one_blast_or_many(
         )
         recurrence_start(recurrence)
     Heartbeat.objects.create(name="scheduler", at=timezone.now())
+    # A history on every one of the last 30 days: sent, delivered and failed deliveries
+    # with many codes, opt-outs, suppressions and replies waiting in the inbox.
+    now = timezone.now()
+    for i, pk in enumerate(Delivery.objects.order_by("id").values_list("pk", flat=True)[:60]):
+        moment = now - timedelta(days=i % 30)
+        if i % 2:
+            Delivery.objects.filter(pk=pk).update(
+                status=S.DELIVERED, sent_at=moment, delivered_at=moment
+            )
+        else:
+            Delivery.objects.filter(pk=pk).update(
+                status=S.FAILED, error_code=30000 + i, updated_at=moment
+            )
+        UnsubscribedContact.objects.create(phone=f"+1201556{i:04d}", created_at=moment)
+        SuppressedContact.objects.create(phone=f"+1201557{i:04d}", created_at=moment)
+        InboundMessage.objects.create(message_sid=f"SM{i:032d}", phone=f"+1201558{i:04d}")
     with django_assert_max_num_queries(len(one.captured_queries)):
         response = admin_client.get(INDEX)
     dash = response.context["dash"]
     assert len(dash["recent"]) == 8
     assert (len(dash["missed"]), dash["missed_more"]) == (10, True)
     assert len(dash["upcoming"]) == 5
+    activity = response.context["activity"]
+    assert activity["deliveries"]["totals"]["failed"] == 30
+    assert activity["opt_outs"]["totals"] == {"unsubscribed": 60, "suppressed": 60}
+    assert activity["replies"]["count"] == 60
 
 
 # --- Missed blasts, the next scheduled ones, the scheduler --------------------------------
