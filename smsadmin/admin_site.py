@@ -72,7 +72,14 @@ GROUPS = (
         "users",
         "Users and sign-in",
         apps=("smsadmin", "auth", "axes"),
-        models=("smsadmin.user", "auth.group"),
+        models=(
+            "smsadmin.user",
+            "auth.group",
+            # axes' records (shown as sign-in lockouts, sign-ins, failed sign-ins).
+            "axes.accessattempt",
+            "axes.accesslog",
+            "axes.accessfailurelog",
+        ),
     ),
 )
 
