@@ -137,12 +137,35 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"
 
-# django-axes: 5 failures for one username from one IP lock that pair for 15 minutes.
-AXES_FAILURE_LIMIT = 5
-AXES_COOLOFF_TIME = timedelta(minutes=15)
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# django-axes, two lockouts:
+# - 5 failures for one user name from one address lock that pair for 15 minutes;
+# - AXES_ACCOUNT_FAILURE_LIMIT failures for one user name from any addresses (a botnet,
+#   one IPv6 /64) within AXES_ACCOUNT_COOLOFF_MINUTES lock that account for every address,
+#   until fewer than that many are left within that time.
+# Axes counts both (AXES_LOCKOUT_PARAMETERS: the pair, and the user name alone) but has
+# one limit for every group, compared with the largest count, which is always the user
+# name's. So AXES_FAILURE_LIMIT is a callable (smsadmin.auth.failure_limit): the pair's
+# limit while the pair has reached it within its 15 minutes, else the account's. Axes
+# keeps its records for AXES_COOLOFF_TIME, the account's (longer) time; a pair's count
+# is forgotten only once an hour passes without failures, so after its 15 minutes one
+# more failure from there locks it again. A successful sign-in resets both counts
+# (AXES_RESET_ON_SUCCESS); Admins unlock with "Unlock" (smsadmin.auth.signin_unlock).
+AXES_ADDRESS_FAILURE_LIMIT = 5
+AXES_ADDRESS_COOLOFF = timedelta(minutes=15)
+AXES_ACCOUNT_FAILURE_LIMIT = env.int("AXES_ACCOUNT_FAILURE_LIMIT", default=20)
+AXES_ACCOUNT_COOLOFF_MINUTES = env.int("AXES_ACCOUNT_COOLOFF_MINUTES", default=60)
+if AXES_ACCOUNT_FAILURE_LIMIT < 1 or AXES_ACCOUNT_COOLOFF_MINUTES < 15:
+    raise ImproperlyConfigured(
+        "AXES_ACCOUNT_FAILURE_LIMIT must be 1 or more, AXES_ACCOUNT_COOLOFF_MINUTES 15 or "
+        "more (the per-address lockout's 15 minutes)."
+    )
+AXES_FAILURE_LIMIT = "smsadmin.auth.failure_limit"
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_ACCOUNT_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "smsadmin.auth.lockout_response"
+# smsadmin.admin shows the records under "Users and sign-in", in plain words.
+AXES_ENABLE_ADMIN = False
 # Behind nginx, REMOTE_ADDR is nginx itself. TRUSTED_PROXY_COUNT says how many proxies
 # stand in front of the app; only then is X-Forwarded-For read, and only the entry the
 # outermost trusted proxy appended (counted from the right), which a client cannot forge.
@@ -389,8 +412,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A refusal (403) is an expected answer: one line (method, path, user, why), no
+    # traceback. Errors keep theirs.
+    "filters": {"forbidden_one_line": {"()": "smsadmin.logging.ForbiddenOneLine"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        "django.request": {"filters": ["forbidden_one_line"]},
         "axes": {"level": "WARNING"},
         # The twilio client logs every request header at INFO.
         "twilio.http_client": {"level": "WARNING"},
