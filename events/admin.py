@@ -11,7 +11,7 @@ from members.admin import TagActionsMixin
 from members.consent_admin import ConsentAdminMixin
 from members.import_admin import can_import, upload_view
 from members.models import ImportJob
-from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin, phone_column
 
 # The event page lists this many registrations and links to the rest.
 SHOWN_REGISTRATIONS = 100
@@ -88,7 +88,7 @@ class RegistrationAdmin(
     list_display = (
         "last_name",
         "first_name",
-        "phone",
+        phone_column(),
         "event",
         "tag_list",
         "consent_summary",

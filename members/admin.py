@@ -26,7 +26,7 @@ from members.services import (
     tag_remove,
     tags_find,
 )
-from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin, phone_column
 
 __all__ = ["ImportJobAdmin", "MemberAdmin", "TagActionsMixin", "TagAdmin"]
 
@@ -234,7 +234,7 @@ class MemberAdmin(
     list_display = (
         "last_name",
         "first_name",
-        "phone",
+        phone_column(),
         "email",
         "is_active",
         "tag_list",

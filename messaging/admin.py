@@ -24,7 +24,8 @@ from messaging.services import (
     delivery_mark_sent,
     delivery_send_again,
 )
-from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin, phone_column
+from smsadmin.phones import phone_display
 
 S = Delivery.Status
 B = Blast.Status
@@ -54,6 +55,10 @@ class NeedsDecisionFilter(admin.SimpleListFilter):
         if value in Delivery.Attention.values:
             return _needs_decision(queryset).filter(attention=value)
         return queryset
+
+
+def _yes_no(value: bool, yes: str = "Yes", no: str = "No") -> str:
+    return yes if value else no
 
 
 def deliveries_needing_decision_url(blast_id: int) -> str:
@@ -111,13 +116,14 @@ class BlastAdmin(admin.ModelAdmin):
             "Details",
             {
                 "classes": ("collapse",),
+                # The engine's bookkeeping, in plain words; the current send task's
+                # token means nothing to a person and is left off.
                 "fields": (
-                    "pause_cause",
-                    "canary_passed",
-                    "send_token",
-                    "enqueued_at",
-                    "processing_started_at",
-                    "updated_at",
+                    "why_paused",
+                    "first_messages_checked",
+                    "waiting_for_worker_since",
+                    "last_worked_on",
+                    "last_changed",
                 ),
             },
         ),
@@ -140,6 +146,32 @@ class BlastAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(decisions_needed=Coalesce(Subquery(waiting, output_field=IntegerField()), 0))
         )
+
+    # --- The engine's fields, in plain words -----------------------------------------------
+
+    @admin.display(description="why it paused")
+    def why_paused(self, obj: Blast) -> str:
+        return obj.get_pause_cause_display() or "-"
+
+    @admin.display(description="first messages checked")
+    def first_messages_checked(self, obj: Blast) -> str:
+        return _yes_no(
+            obj.canary_passed,
+            "Yes: the first messages went out without too many failures",
+            "Not yet",
+        )
+
+    @admin.display(description="waiting to be picked up for sending since")
+    def waiting_for_worker_since(self, obj: Blast):  # type: ignore[no-untyped-def]
+        return obj.enqueued_at
+
+    @admin.display(description="last worked on")
+    def last_worked_on(self, obj: Blast):  # type: ignore[no-untyped-def]
+        return obj.processing_started_at
+
+    @admin.display(description="last changed")
+    def last_changed(self, obj: Blast):  # type: ignore[no-untyped-def]
+        return obj.updated_at
 
     # --- Read-only for everyone -----------------------------------------------------------
 
@@ -305,7 +337,7 @@ class BlastAdmin(admin.ModelAdmin):
 @admin.register(Delivery)
 class DeliveryAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
     list_display = (
-        "phone",
+        phone_column(),
         "full_name",
         "blast",
         "status",
@@ -319,8 +351,75 @@ class DeliveryAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
     list_select_related = ("blast",)
     search_fields = ("=phone", "=twilio_sid", "last_name")
     raw_id_fields = ("blast", "event")
-    readonly_fields = [f.name for f in Delivery._meta.fields]
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "blast",
+                    "phone_number",
+                    ("first_name", "last_name"),
+                    "event",
+                    "status",
+                    "skip_reason",
+                    "attention",
+                    "body",
+                    "error_code",
+                    "error_message",
+                    "sent_at",
+                    "delivered_at",
+                )
+            },
+        ),
+        (
+            "Details",
+            {
+                "classes": ("collapse",),
+                # The engine's bookkeeping, in plain words; its claim token is left off.
+                "fields": (
+                    "twilio_sid",
+                    "status_at_twilio",
+                    "attempts",
+                    "sender_refused",
+                    "not_tried_before",
+                    "last_picked_up",
+                    "created_at",
+                    "last_changed",
+                ),
+            },
+        ),
+    )
+    readonly_fields = tuple(
+        field
+        for _, options in fieldsets
+        for line in options["fields"]
+        for field in (line if isinstance(line, tuple) else (line,))
+    )
     actions = ["export_csv", "send_again", "mark_sent"]
+
+    @admin.display(description="phone")
+    def phone_number(self, obj: Delivery) -> str:
+        return phone_display(obj.phone)
+
+    @admin.display(description="last status Twilio reported")
+    def status_at_twilio(self, obj: Delivery) -> str:
+        return obj.twilio_status or "-"
+
+    @admin.display(description="times Twilio refused the sender or account")
+    def sender_refused(self, obj: Delivery) -> int:
+        return obj.sender_refusals
+
+    @admin.display(description="not tried again before")
+    def not_tried_before(self, obj: Delivery):  # type: ignore[no-untyped-def]
+        return obj.next_attempt_at
+
+    @admin.display(description="last picked up for sending")
+    def last_picked_up(self, obj: Delivery):  # type: ignore[no-untyped-def]
+        return obj.claimed_at
+
+    @admin.display(description="last changed")
+    def last_changed(self, obj: Delivery):  # type: ignore[no-untyped-def]
+        return obj.updated_at
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         # Rows come from creating a blast, never by hand.
@@ -380,17 +479,34 @@ class DeliveryAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
-    list_display = ("created_at", "to", "body", "error_code", "sid")
+    list_display = ("created_at", phone_column("to", "to"), "body", "error_code", "sid")
     list_filter = ("error_code",)
     search_fields = ("=to", "body", "=sid")
     phone_search_field = "to"
-    readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+    fieldsets = (
+        (None, {"fields": ("created_at", "to_number", "from_number", "body", "error_code")}),
+        ("Details", {"classes": ("collapse",), "fields": ("sid", "status_updates_to")}),
+    )
+    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
+    # What the console backend "sent" is a record: nobody adds, changes or deletes it
+    # (data retention erases old numbers in it on its own).
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="to")
+    def to_number(self, obj: OutboxMessage) -> str:
+        return phone_display(obj.to)
+
+    @admin.display(description="status updates sent to")
+    def status_updates_to(self, obj: OutboxMessage) -> str:
+        return obj.status_callback or "-"
 
 
 @admin.register(InboundMessage)
@@ -400,7 +516,7 @@ class InboundMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
 
     list_display = (
         "received_at",
-        "phone",
+        phone_column(description="from"),
         "sender",
         "body_excerpt",
         "kind",
@@ -417,24 +533,30 @@ class InboundMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
     search_fields = ("=phone", "body", "member__last_name", "member__first_name", "=message_sid")
     date_hierarchy = "received_at"
     actions = ["mark_handled", "mark_not_handled"]
-    fields = (
-        "received_at",
-        "phone",
-        "to_number",
-        "member",
-        "registration",
-        "blast",
-        "body",
-        "media_links",
-        "kind",
-        "keyword",
-        "outcome",
-        "handled",
-        "handled_at",
-        "handled_by",
-        "message_sid",
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "received_at",
+                    "sender_number",
+                    "member",
+                    "registration",
+                    "blast",
+                    "body",
+                    "media_links",
+                    "kind",
+                    "keyword",
+                    "outcome",
+                    "handled",
+                    "handled_at",
+                    "handled_by",
+                )
+            },
+        ),
+        ("Details", {"classes": ("collapse",), "fields": ("to_number", "message_sid")}),
     )
-    readonly_fields = fields
+    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return super().get_queryset(request).defer("media_urls")
@@ -451,12 +573,17 @@ class InboundMessageAdmin(PhoneSearchMixin, FastChangeList, admin.ModelAdmin):
         # What people texted is kept: a STOP is the evidence of an opt-out.
         return False
 
+    @admin.display(description="from")
+    def sender_number(self, obj: InboundMessage) -> str:
+        return phone_display(obj.phone)
+
     @admin.display(description="member or registration")
     def sender(self, obj: InboundMessage) -> str:
         if obj.member is not None:
             return str(obj.member)
         if obj.registration is not None:
-            return f"{obj.registration.full_name or obj.phone} ({obj.registration.event.name})"
+            name = obj.registration.full_name or phone_display(obj.phone)
+            return f"{name} ({obj.registration.event.name})"
         return ""
 
     @admin.display(description="message")

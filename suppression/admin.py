@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin
+from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin, phone_column
 from suppression.models import FailureEvent, SuppressedContact, UnsubscribedContact
 from suppression.services import LiftError, suppression_lift, unsubscribe_lift
 
@@ -163,7 +163,7 @@ class UnsubscribeAddForm(forms.ModelForm):
 @admin.register(UnsubscribedContact)
 class UnsubscribedContactAdmin(LiftActionMixin, RecordAdmin):
     list_display = (
-        "phone",
+        phone_column(),
         "active",
         "source",
         "reason",
@@ -260,7 +260,7 @@ class SuppressionAddForm(forms.ModelForm):
 @admin.register(SuppressedContact)
 class SuppressedContactAdmin(LiftActionMixin, RecordAdmin):
     list_display = (
-        "phone",
+        phone_column(),
         "active",
         "error_code",
         "error_meaning",
@@ -334,7 +334,7 @@ class SuppressedContactAdmin(LiftActionMixin, RecordAdmin):
 class FailureEventAdmin(RecordAdmin):
     list_display = (
         "failed_at",
-        "phone",
+        phone_column(),
         "error_code",
         "error_meaning",
         "category",

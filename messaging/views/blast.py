@@ -24,6 +24,7 @@ from messaging.services.scheduling import blast_send_missed_now
 from messaging.twilio_errors import describe, meaning
 from messaging.views.access import admin_context, send_blast_required, view_blast_required
 from smsadmin.csv_export import csv_rows, export_columns
+from smsadmin.phones import phone_display
 
 S = Delivery.Status
 B = Blast.Status
@@ -201,6 +202,7 @@ def _row(delivery: Delivery) -> dict[str, Any]:
         status += f" ({delivery.get_skip_reason_display().lower()})"
     return {
         "phone": delivery.phone,
+        "phone_shown": phone_display(delivery.phone),
         "name": delivery.full_name,
         "status": status,
         "failed": delivery.status == S.FAILED,

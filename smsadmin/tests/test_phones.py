@@ -1,7 +1,7 @@
 import pytest
 from django.test import override_settings
 
-from smsadmin.phones import InvalidPhoneNumber, format_phone, normalize_phone
+from smsadmin.phones import InvalidPhoneNumber, normalize_phone, phone_display
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,8 @@ def test_region_argument_wins_over_setting():
         ("12345", "too short"),
         ("555-0100", "missing its area code"),
         ("201 555 0123 4567 8901", "too long"),
-        ("(200) 555-0123", "not a valid number"),
+        ("(200) 555-0123", r"not a valid number for the United States \(\+1\)"),
+        ("+44 7700 900123", r"not a valid number for the United Kingdom \(\+44\)"),
         ("+999 123 4567", "country code"),
     ],
 )
@@ -57,9 +58,9 @@ def test_invalid_numbers_are_rejected_with_a_reason(raw, reason):
         normalize_phone(raw)
 
 
-def test_format_phone_for_people():
-    assert format_phone("+12015550123") == "(201) 555-0123"
-    assert format_phone("+442079460958") == "+44 20 7946 0958"
+def test_phone_display_for_people():
+    assert phone_display("+12015550123") == "(201) 555-0123"
+    assert phone_display("+442079460958") == "+44 20 7946 0958"
 
 
 def test_stored_numbers_are_parsed_once_and_answer_the_same(monkeypatch):
