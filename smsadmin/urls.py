@@ -9,6 +9,7 @@ from smsadmin.auth import ForcedPasswordChangeView
 admin.site.site_header = "smsadmin"
 admin.site.site_title = "smsadmin"
 admin.site.index_title = "Contacts, events and blasts"
+admin.site.site_url = None  # There is no public site: "View site" led to a bare Not Found.
 
 urlpatterns = [
     # Before admin.site.urls, so the admin's own password link clears the forced flag too.
