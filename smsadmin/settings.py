@@ -51,6 +51,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "axes",
+    # Two-factor sign-in (smsadmin/two_factor.py): authenticator apps and recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     # django-csp: its checks catch a policy written in the pre-4.0 format.
     "csp",
     "smsadmin.apps.SmsadminConfig",
@@ -68,7 +72,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session passed the second factor.
+    "django_otp.middleware.OTPMiddleware",
     "smsadmin.middleware.ForcePasswordChangeMiddleware",
+    # After the forced password change: a new password first, then the second factor.
+    "smsadmin.middleware.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks, so it sees the outcome of every login.
@@ -176,6 +184,15 @@ AXES_CLIENT_IP_CALLABLE = "smsadmin.auth.client_ip"
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 if TRUSTED_PROXY_COUNT:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Two-factor sign-in (django-otp) ----------------------------------------------------
+# Admins cannot reach the admin or compose until they have set up an authenticator app;
+# everyone else may set one up. On unless DEBUG.
+REQUIRE_2FA_FOR_ADMINS = env.bool("REQUIRE_2FA_FOR_ADMINS", default=not DEBUG)
+# The name authenticator apps show next to the code.
+OTP_TOTP_ISSUER = f"{ORG_NAME} smsadmin"
+# The admin's device pages never show another user's secret key, QR code or recovery codes.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # --- Cookies and transport security ---------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

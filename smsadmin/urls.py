@@ -3,12 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from messaging import webhooks
-from smsadmin import views
+from smsadmin import two_factor, views
 from smsadmin.auth import ForcedPasswordChangeView
 
 admin.site.site_header = "smsadmin"
 admin.site.site_title = "smsadmin"
 admin.site.index_title = "Contacts, events and blasts"
+# Before admin.site.urls is read: the sign-in view asks for the second factor.
+two_factor.protect(admin.site)
 admin.site.site_url = None  # There is no public site: "View site" led to a bare Not Found.
 
 urlpatterns = [
@@ -26,6 +28,17 @@ urlpatterns = [
         ),
         name="password_change_done",
     ),
+    # Two-factor sign-in (smsadmin.two_factor); before admin.site.urls, whose catch-all
+    # would take them.
+    path("admin/2fa/", two_factor.overview, name="two_factor"),
+    path("admin/2fa/setup/", two_factor.setup, name="two_factor_setup"),
+    path("admin/2fa/verify/", two_factor.verify, name="two_factor_verify"),
+    path(
+        "admin/2fa/recovery-codes/",
+        two_factor.new_recovery_codes,
+        name="two_factor_recovery_codes",
+    ),
+    path("admin/2fa/disable/", two_factor.disable, name="two_factor_disable"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("", include("messaging.urls")),
