@@ -71,7 +71,7 @@ GROUPS = (
     Group(
         "users",
         "Users and sign-in",
-        apps=("smsadmin", "auth", "axes"),
+        apps=("smsadmin", "auth", "axes", "otp_totp", "otp_static"),
         models=(
             "smsadmin.user",
             "auth.group",
@@ -79,6 +79,10 @@ GROUPS = (
             "axes.accessattempt",
             "axes.accesslog",
             "axes.accessfailurelog",
+            # Two-factor devices: deleting one is how an Admin helps someone who lost
+            # both their phone and their recovery codes.
+            "otp_totp.totpdevice",
+            "otp_static.staticdevice",
         ),
     ),
 )
