@@ -172,9 +172,16 @@ class Command(BaseCommand):
             "--wait",
             action="store_true",
             help=(
-                "Show progress until the blast finishes; exit non-zero if it failed or paused. "
-                "Not with --at or --remind-before."
+                "Show progress until the blast finishes (sent, failed or cancelled); exit "
+                "non-zero unless it was sent. A pause is reported and waited out: staff may "
+                "resume it, and quiet hours end by themselves. Not with --at or "
+                "--remind-before."
             ),
+        )
+        parser.add_argument(
+            "--until-paused",
+            action="store_true",
+            help="With --wait: stop waiting (and exit non-zero) when the blast pauses.",
         )
         parser.add_argument(
             "--timeout", type=float, default=0, help="With --wait: give up after N seconds."
@@ -218,6 +225,8 @@ class Command(BaseCommand):
             raise CommandError(
                 "Use --at or --remind-before, not both: a reminder's time comes from its event."
             )
+        if options["until_paused"] and not options["wait"]:
+            raise CommandError("--until-paused goes with --wait.")
         if options["wait"] and (at is not None or remind_before is not None):
             raise CommandError(
                 "--wait follows a blast being sent now; a scheduled blast goes out when it is "
@@ -280,7 +289,11 @@ class Command(BaseCommand):
                 "go out within a minute or two of it coming back."
             )
         if options["wait"]:
-            self._wait(blast, float(options["timeout"]))  # type: ignore[arg-type]
+            self._wait(
+                blast,
+                float(options["timeout"]),  # type: ignore[arg-type]
+                until_paused=bool(options["until_paused"]),
+            )
 
     def _reminded_event(self, community: bool, event_ids: list[int]) -> Event:
         if community or len(event_ids) != 1:
@@ -313,10 +326,13 @@ class Command(BaseCommand):
                 "anyway."
             )
 
-    def _wait(self, blast: Blast, timeout: float) -> None:
+    def _wait(self, blast: Blast, timeout: float, *, until_paused: bool = False) -> None:
+        """Progress until the blast is final; a pause is reported once and waited out
+        (or, with ``until_paused``, ends the wait)."""
         started = time.monotonic()
         tty = sys.stdout.isatty()
         last_line = ""
+        pause_reported = False
         while True:
             blast.refresh_from_db()
             counts = blast.counts()
@@ -333,8 +349,17 @@ class Command(BaseCommand):
                 self.stdout.write(("\r" + line) if tty else line, ending="" if tty else "\n")
                 self.stdout.flush()
                 last_line = line
-            if blast.is_final or blast.status == Blast.Status.PAUSED:
+            if blast.is_final:
                 break
+            paused = blast.status == Blast.Status.PAUSED
+            if paused and until_paused:
+                break
+            if paused and not pause_reported:
+                if tty:
+                    self.stdout.write("")
+                self.stdout.write(self._pause_note(blast))
+                self.stdout.flush()
+            pause_reported = paused
             if timeout and time.monotonic() - started > timeout:
                 if tty:
                     self.stdout.write("")
@@ -347,5 +372,27 @@ class Command(BaseCommand):
         self.stdout.write(f"Blast {blast.pk}: {blast.get_status_display()}.")
         if blast.status_reason:
             self.stdout.write(blast.status_reason)
-        if blast.status in (Blast.Status.FAILED, Blast.Status.PAUSED, Blast.Status.CANCELLED):
+        if blast.status == Blast.Status.PAUSED:
+            raise CommandError(
+                f"Blast {blast.pk} is paused (--until-paused stops waiting there); resume or "
+                "cancel it on its page."
+            )
+        if blast.status in (Blast.Status.FAILED, Blast.Status.CANCELLED, Blast.Status.REJECTED):
             raise CommandError(f"Blast {blast.pk} ended {blast.get_status_display().lower()}.")
+
+    def _pause_note(self, blast: Blast) -> str:
+        """What a pause means for the wait, said once when the blast pauses."""
+        reason = f": {blast.status_reason}" if blast.status_reason else ""
+        if blast.pause_cause == Blast.PauseCause.QUIET:
+            hours = quiet_hours()
+            ends = ""
+            if hours is not None and hours.contains(timezone.now()):
+                ends = f" at {_local(hours.ends_after(timezone.now()))}"
+            return (
+                f"Blast {blast.pk} paused for quiet hours{reason}. It goes on by itself when "
+                f"they end{ends}; still waiting (Ctrl-C stops waiting, not the blast)."
+            )
+        return (
+            f"Blast {blast.pk} paused{reason}. Still waiting until it is resumed and sent, "
+            "or cancelled, on its page (Ctrl-C stops waiting, not the blast)."
+        )
