@@ -7,6 +7,18 @@ from django.urls import reverse
 from smsadmin import two_factor
 
 
+def _always_open(path: str, *, prefixes: tuple[str, ...]) -> bool:
+    """Pages a user held at a sign-in step may still reach: the password change, signing
+    out, /healthz, and paths under ``prefixes``."""
+    allowed = (
+        reverse("password_change"),
+        reverse("password_change_done"),
+        reverse("admin:logout"),
+        reverse("healthz"),
+    )
+    return path in allowed or path.startswith(prefixes)
+
+
 class ForcePasswordChangeMiddleware:
     """Send a user flagged must_change_password to the password page until they change it."""
 
@@ -26,13 +38,7 @@ class ForcePasswordChangeMiddleware:
 
     @staticmethod
     def _allowed(path: str) -> bool:
-        allowed = (
-            reverse("password_change"),
-            reverse("password_change_done"),
-            reverse("admin:logout"),
-            reverse("healthz"),
-        )
-        return path in allowed or path.startswith("/static/")
+        return _always_open(path, prefixes=("/static/",))
 
 
 class TwoFactorMiddleware:
@@ -57,10 +63,4 @@ class TwoFactorMiddleware:
 
     @staticmethod
     def _allowed(path: str) -> bool:
-        allowed = (
-            reverse("password_change"),
-            reverse("password_change_done"),
-            reverse("admin:logout"),
-            reverse("healthz"),
-        )
-        return path in allowed or path.startswith(("/static/", "/webhooks/"))
+        return _always_open(path, prefixes=("/static/", "/webhooks/"))
