@@ -101,3 +101,12 @@ class RegistrationAdmin(
     autocomplete_fields = ("event", "tags")
     readonly_fields = ("created_at",)
     actions = ["export_csv", "tag_add_action", "tag_remove_action"]
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        """Importing happens on an event's page: the list links there (its object tools)."""
+        context: dict[str, Any] = {}
+        if can_import(request.user, ImportJob.Pool.REGISTRATIONS):
+            event_id = request.GET.get("event__id__exact", "")
+            event = Event.objects.filter(pk=int(event_id)).first() if event_id.isdigit() else None
+            context = {"can_import": True, "import_event": event}
+        return super().changelist_view(request, {**context, **(extra_context or {})})

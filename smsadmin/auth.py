@@ -7,15 +7,17 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from axes.helpers import get_client_username
+from axes.helpers import get_client_ip_address, get_client_username
 from axes.models import AccessAttempt
 from django import forms
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.contrib.auth.views import PasswordChangeView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.response import TemplateResponse
 from django.urls import reverse_lazy
 from django.utils import timezone
 
@@ -119,6 +121,63 @@ def failure_limit(request: HttpRequest, credentials: dict | None = None) -> int:
         if sum(pair) >= settings.AXES_ADDRESS_FAILURE_LIMIT:
             return settings.AXES_ADDRESS_FAILURE_LIMIT
     return settings.AXES_ACCOUNT_FAILURE_LIMIT
+
+
+# The sign-in page warns once a user name has this many failures from one address.
+WARN_AFTER_FAILURES = 3
+
+
+def address_tries_left(
+    username: str | None, ip_address: str | None, *, now: datetime | None = None
+) -> int | None:
+    """How many more failed sign-ins this user name may have from this address before
+    ``failure_limit`` locks the pair, once it is close (None before, and once locked).
+
+    Counts the same django-axes records as ``failure_limit`` (the pair's failures within
+    AXES_ADDRESS_COOLOFF). Close: WARN_AFTER_FAILURES failures, or the last try when the
+    limit is lower.
+    """
+    if not username or not ip_address:
+        return None
+    now = now or timezone.now()
+    failures = sum(
+        AccessAttempt.objects.filter(
+            username=username,
+            ip_address=ip_address,
+            attempt_time__gte=now - address_cooloff(),
+        ).values_list("failures_since_start", flat=True)
+    )
+    limit = settings.AXES_ADDRESS_FAILURE_LIMIT
+    if failures < min(WARN_AFTER_FAILURES, limit - 1) or failures >= limit:
+        return None
+    return limit - failures
+
+
+@login_not_required
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """The admin's sign-in page (``admin.site.login``, the two-factor one), which after a
+    failed password also says how many tries are left before the address lockout.
+
+    The count is read once the form has been checked, when django-axes has recorded the
+    failure; the page's template is rendered after, with ``signin_tries_left`` and
+    ``signin_lock_minutes`` (templates/admin/login.html).
+    """
+    response = admin.site.login(request)
+    if (
+        request.method == "POST"
+        and isinstance(response, TemplateResponse)
+        and not response.is_rendered
+        and not getattr(request, "axes_locked_out", False)
+    ):
+        ip_address = getattr(request, "axes_ip_address", None) or get_client_ip_address(request)
+        left = address_tries_left(get_client_username(request), ip_address)
+        if left is not None:
+            response.context_data = {
+                **(response.context_data or {}),
+                "signin_tries_left": left,
+                "signin_lock_minutes": int(address_cooloff().total_seconds() // 60),
+            }
+    return response
 
 
 def signin_unlock(*, usernames: list[str]) -> int:

@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from messaging import webhooks
 from smsadmin import two_factor, views
-from smsadmin.auth import ForcedPasswordChangeView
+from smsadmin.auth import ForcedPasswordChangeView, admin_login
 
 admin.site.site_header = "smsadmin"
 admin.site.site_title = "smsadmin"
@@ -39,6 +39,7 @@ urlpatterns = [
         name="two_factor_recovery_codes",
     ),
     path("admin/2fa/disable/", two_factor.disable, name="two_factor_disable"),
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("", include("messaging.urls")),
