@@ -1,9 +1,7 @@
 """Tag services: one tag whatever its case, no duplicate links, honest counts."""
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from events.models import Event, Registration
 from members.models import Member, Tag
@@ -14,6 +12,7 @@ from members.services import (
     tag_remove,
     tags_get_or_create,
 )
+from messaging.tests.conftest import run_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -124,30 +123,6 @@ def test_get_or_create_many_names_matches_each_in_any_case():
     assert Tag.objects.count() == 2
 
 
-def run_at_once(target, n: int) -> list:
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    if errors:
-        raise errors[0]
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 def test_two_staff_tagging_at_once_write_each_link_once_and_count_it_once():
     if connection.vendor != "postgresql":
@@ -155,7 +130,7 @@ def test_two_staff_tagging_at_once_write_each_link_once_and_count_it_once():
     members(3000)
     spellings = ["volunteers", "Volunteers"]
 
-    results = run_at_once(lambda i: tag_add(contacts=Member.objects.all(), name=spellings[i]), n=2)
+    results = run_threads(lambda i: tag_add(contacts=Member.objects.all(), name=spellings[i]), n=2)
 
     assert Tag.objects.count() == 1
     tag = Tag.objects.get()
@@ -170,7 +145,7 @@ def test_creating_one_tag_in_two_cases_at_once_makes_one_tag():
     if connection.vendor != "postgresql":
         pytest.skip("concurrent writers are a PostgreSQL matter; SQLite writes one at a time")
 
-    results = run_at_once(lambda i: tag_get_or_create(name=["north side", "North Side"][i]), n=2)
+    results = run_threads(lambda i: tag_get_or_create(name=["north side", "North Side"][i]), n=2)
 
     assert Tag.objects.count() == 1
     assert results[0][0] == results[1][0]
