@@ -106,6 +106,14 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     return HttpResponse(b"", content_type="text/plain")
 
 
+_INBOUND_FIELDS = ("MessageSid", "SmsSid", "From", "To", "Body", "OptOutType", "NumMedia")
+
+
+def _text(value: str | None) -> str:
+    # PostgreSQL cannot store NUL in text, and a STOP followed by one is still a STOP.
+    return (value or "").replace("\x00", "")
+
+
 def _twiml(reply: str) -> HttpResponse:
     response = MessagingResponse()
     if reply:
@@ -120,24 +128,27 @@ def twilio_inbound(request: HttpRequest) -> HttpResponse:
     """A text someone sent to our number; answered with TwiML (empty: no answer)."""
     if not _verified(request):
         return _forbidden()
-    data = request.POST
-    sid = (data.get("MessageSid") or data.get("SmsSid") or "").strip()
-    sender = (data.get("From") or "").strip()
+    data = {key: _text(request.POST.get(key)) for key in _INBOUND_FIELDS}
+    data |= {f"MediaUrl{i}": _text(request.POST.get(f"MediaUrl{i}")) for i in range(_MAX_MEDIA)}
+    sid = (data["MessageSid"] or data["SmsSid"]).strip()
+    sender = data["From"].strip()
     if not sid or len(sid) > 64 or not sid.isalnum():
         return _bad_request("MessageSid is missing or not a message SID.")
     if not sender:
         return _bad_request("From is missing.")
-    raw_media = (data.get("NumMedia") or "0").strip()
-    num_media = int(raw_media) if raw_media.isdigit() and len(raw_media) < 5 else 0
+    raw_media = (data["NumMedia"] or "0").strip()
+    # isascii: "²".isdigit() is true, and int() refuses it.
+    ok = raw_media.isascii() and raw_media.isdigit() and len(raw_media) < 5
+    num_media = int(raw_media) if ok else 0
     media = [
         url for i in range(min(num_media, _MAX_MEDIA)) if (url := data.get(f"MediaUrl{i}", ""))
     ]
     result = inbound_receive(
         message_sid=sid,
         from_=sender,
-        to=data.get("To", ""),
-        body=data.get("Body", ""),
-        opt_out_type=data.get("OptOutType", ""),
+        to=data["To"],
+        body=data["Body"],
+        opt_out_type=data["OptOutType"],
         num_media=num_media,
         media_urls=media,
     )

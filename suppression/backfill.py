@@ -1,7 +1,7 @@
 """Run every historical failed or undelivered delivery through the classifier.
 
 ``manage.py backfill_suppressions`` calls :func:`backfill`. Deliveries whose failure is
-already recorded (a FailureEvent for the delivery) are left alone, so a second run
+already recorded (a FailureEvent for the delivery's latest attempt) are left alone, so a second run
 changes nothing. Each failure is recorded in its own short transaction, oldest first, so
 transient failures count up in the order they happened and the send engine is never
 locked out. ``dry_run`` writes nothing: it runs the same decisions with what it would
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Coalesce
 
 from messaging.models import Delivery
 from messaging.twilio_errors import NumberAction
@@ -56,27 +57,37 @@ def failed_deliveries(*, since: datetime | None = None):  # type: ignore[no-unty
             Q(status=Delivery.Status.FAILED) | Q(twilio_status__in=FAILED_TWILIO_STATUSES)
         )
         .filter(phone__startswith="+")
-        .exclude(Exists(FailureEvent.objects.filter(delivery_id=OuterRef("pk"))))
+        .exclude(
+            Exists(
+                FailureEvent.objects.filter(
+                    delivery_id=OuterRef("pk"), attempt=OuterRef("attempts")
+                )
+            )
+        )
+        # When the failed message was sent: its attempt's claim, which neither a late
+        # callback nor data retention rewrites (updated_at only for rows from before
+        # claims were stamped).
+        .annotate(failed_on=Coalesce("claimed_at", "sent_at", "updated_at"))
     )
     if since is not None:
-        rows = rows.filter(updated_at__gte=since)
+        rows = rows.filter(failed_on__gte=since)
     return rows
 
 
 def _pages(since: datetime | None) -> Iterator[list[tuple]]:
     # Keyset pages, each read fully before its rows are written: no cursor stays open
     # across writes, and rows recorded meanwhile simply drop out of the next page.
-    fields = ("pk", "phone", "error_code", "blast_id", "twilio_sid", "updated_at")
+    fields = ("pk", "phone", "error_code", "blast_id", "twilio_sid", "attempts", "failed_on")
     last: tuple[datetime, int] | None = None
     while True:
         rows = failed_deliveries(since=since)
         if last is not None:
-            rows = rows.filter(Q(updated_at__gt=last[0]) | Q(updated_at=last[0], pk__gt=last[1]))
-        page = list(rows.order_by("updated_at", "pk").values_list(*fields)[:PAGE])
+            rows = rows.filter(Q(failed_on__gt=last[0]) | Q(failed_on=last[0], pk__gt=last[1]))
+        page = list(rows.order_by("failed_on", "pk").values_list(*fields)[:PAGE])
         if not page:
             return
         yield page
-        last = (page[-1][5], page[-1][0])
+        last = (page[-1][6], page[-1][0])
 
 
 def backfill(
@@ -94,10 +105,10 @@ def backfill(
     planned_sids: set[str] = set()
     done = 0
     for page in _pages(since):
-        for pk, phone, code, blast_id, sid, at in page:
+        for pk, phone, code, blast_id, sid, attempt, at in page:
             sid = sid or ""
             if dry_run:
-                if _already_recorded(None, sid) or (sid and sid in planned_sids):
+                if _already_recorded(None, None, sid) or (sid and sid in planned_sids):
                     action = NONE
                 else:
                     decision = failure_decide(
@@ -119,6 +130,7 @@ def backfill(
                     phone=phone,
                     code=code,
                     delivery_id=pk,
+                    attempt=attempt,
                     blast_id=blast_id,
                     message_sid=sid,
                     at=at,

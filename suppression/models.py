@@ -162,9 +162,10 @@ class FailureEvent(models.Model):
     """One failed or undelivered message, as the classifier saw it: the evidence behind
     suppressions and the count of transient failures.
 
-    At most one per delivery (and per message SID), which is what makes recording a
-    failure idempotent: a duplicated status callback or a second backfill run finds the
-    event and changes nothing.
+    At most one per attempt of a delivery (and per message SID), which is what makes
+    recording a failure idempotent: a duplicated status callback or a second backfill run
+    finds the event and changes nothing, while a message staff sent again (Retry failed,
+    Send again) that fails too is a failure of its own.
     """
 
     class Action(models.TextChoices):
@@ -181,12 +182,15 @@ class FailureEvent(models.Model):
     )
     action = models.CharField(max_length=16, choices=Action.choices)
     note = models.CharField(max_length=255, blank=True)
-    delivery = models.OneToOneField(
+    delivery = models.ForeignKey(
         "messaging.Delivery",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+    )
+    attempt = models.PositiveSmallIntegerField(
+        default=0, help_text="The delivery's attempt that failed: 1 for its first message."
     )
     blast = models.ForeignKey(
         "messaging.Blast", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -203,7 +207,12 @@ class FailureEvent(models.Model):
                 fields=["message_sid"],
                 condition=~models.Q(message_sid=""),
                 name="failureevent_unique_message_sid",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["delivery", "attempt"],
+                condition=models.Q(delivery__isnull=False),
+                name="failureevent_unique_delivery_attempt",
+            ),
         ]
         indexes = [models.Index(fields=["phone", "category", "failed_at"])]
 

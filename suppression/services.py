@@ -233,9 +233,13 @@ def suppression_lift(*, suppressions: Iterable[SuppressedContact], user: User, r
     )
 
 
-def _already_recorded(delivery_id: int | None, message_sid: str) -> bool:
-    if delivery_id is not None and FailureEvent.objects.filter(delivery_id=delivery_id).exists():
-        return True
+def _already_recorded(delivery_id: int | None, attempt: int | None, message_sid: str) -> bool:
+    if delivery_id is not None:
+        events = FailureEvent.objects.filter(delivery_id=delivery_id)
+        if attempt is not None:
+            events = events.filter(attempt=attempt)
+        if events.exists():
+            return True
     return bool(message_sid) and FailureEvent.objects.filter(message_sid=message_sid).exists()
 
 
@@ -378,6 +382,7 @@ def failure_record(
     phone: str,
     code: int | None,
     delivery_id: int | None = None,
+    attempt: int | None = None,
     blast_id: int | None = None,
     message_sid: str = "",
     at: datetime | None = None,
@@ -391,8 +396,10 @@ def failure_record(
     threshold) or ``"none"`` (not the number's fault, an unknown code, a failure older
     than an Admin's lift or a re-subscribe, or one already recorded).
 
-    Idempotent per delivery (and per message SID): recording the same failure again
-    changes nothing and returns ``"none"``. ``at`` is when it failed (default now);
+    Idempotent per attempt of a delivery (``attempt`` is its ``attempts`` when that
+    message was sent; without it, per delivery) and per message SID: recording the same
+    failure again changes nothing and returns ``"none"``, while the failure of a message
+    staff sent again counts anew. ``at`` is when it failed (default now);
     transient failures are counted since the number's last lifted suppression. Safe to
     call inside the caller's transaction (it then runs in a savepoint).
     """
@@ -403,7 +410,7 @@ def failure_record(
     message_sid = (message_sid or "").strip()[:64]
     at = at or timezone.now()
     _lock_phone(phone)
-    if _already_recorded(delivery_id, message_sid):
+    if _already_recorded(delivery_id, attempt, message_sid):
         return NONE
 
     decision = failure_decide(phone=phone, code=code, at=at)
@@ -450,6 +457,7 @@ def failure_record(
                 action=action,
                 note=_clip(note),
                 delivery_id=delivery_id,
+                attempt=attempt or 0,
                 blast_id=blast_id,
                 message_sid=message_sid,
                 failed_at=at,

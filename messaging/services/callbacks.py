@@ -111,13 +111,14 @@ def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -
     delivery_id: int | None = None
     raw_id = (query.get("d") or "").strip()
     if raw_id:
-        if not raw_id.isdigit() or len(raw_id) > 18:
+        # isascii: "²".isdigit() is true, and int() refuses it.
+        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise CallbackError("d is not a delivery id.")
         delivery_id = int(raw_id)
     code: int | None = None
     raw_code = (params.get("ErrorCode") or "").strip()
     if raw_code:
-        if not raw_code.isdigit() or len(raw_code) > 9:
+        if not (raw_code.isascii() and raw_code.isdigit()) or len(raw_code) > 9:
             raise CallbackError("ErrorCode is not a number.")
         code = int(raw_code) or None  # Twilio sends 0 for "no error" on some statuses
     return StatusCallback(message_sid=sid, status=status, delivery_id=delivery_id, error_code=code)
@@ -184,11 +185,13 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
     status, target = callback.status, TARGET[callback.status]
     earlier = [name for name, rank in RANK.items() if rank < RANK[status]] + [""]
     # Rows this status settles: any open row (pending and cancelled only after an
-    # attempt: a message exists only for a row that was sent), a sent row unless the
-    # status is no further than sent, or a row already at the target whose Twilio
-    # status is behind (sent -> sent after queued; delivered -> read).
+    # attempt whose message we never learnt of: a message exists only for a row that
+    # was sent, and one still holding a SID was sent again by staff, so this news is
+    # about the old message), a sent row unless the status is no further than sent, or
+    # a row already at the target whose Twilio status is behind (sent -> sent after
+    # queued; delivered -> read).
     settles = Q(status__in=[S.SENDING, S.UNKNOWN]) | Q(
-        status__in=[S.PENDING, S.CANCELLED], attempts__gt=0
+        status__in=[S.PENDING, S.CANCELLED], attempts__gt=0, twilio_sid__isnull=True
     )
     if target != S.SENT:
         settles |= Q(status=S.SENT)
@@ -213,13 +216,20 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
     with transaction.atomic():
         changed = rows.filter(settles).update(**fields)
         if changed and status in CLASSIFIED:
+            # Read under the UPDATE's lock: this attempt's number and when it was sent.
+            # A failure is dated by its attempt, so news of a message sent before a
+            # lift or a START arriving after it does not undo them.
+            attempt, claimed_at, sent_at = Delivery.objects.filter(pk=row["pk"]).values_list(
+                "attempts", "claimed_at", "sent_at"
+            )[0]
             action = failure_record(
                 phone=row["phone"],
                 code=callback.error_code,
                 delivery_id=row["pk"],
+                attempt=attempt,
                 blast_id=row["blast_id"],
                 message_sid=callback.message_sid,
-                at=now,
+                at=min(claimed_at or sent_at or now, now),
             )
             logger.info(
                 "Delivery %s %s (%s): number %s",

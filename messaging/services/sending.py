@@ -299,7 +299,11 @@ def _classify_failures(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendRe
         try:
             retry_when_busy(
                 lambda d=delivery, r=result: failure_record(
-                    phone=d.phone, code=r.error_code, delivery_id=d.pk, blast_id=p.blast_id
+                    phone=d.phone,
+                    code=r.error_code,
+                    delivery_id=d.pk,
+                    attempt=d.attempts,
+                    blast_id=p.blast_id,
                 ),
                 what="recording what a failure says about the number",
             )
