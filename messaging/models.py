@@ -40,7 +40,7 @@ class Blast(models.Model):
         paused --(its last sends finished and nothing is left)--> sent | partially_failed | failed
         queued | sending --(quiet hours began, and the blast was not allowed to send in
             them)--> paused (cause quiet) --(quiet hours ended)--> queued
-        scheduled | missed | queued | sending | paused --(cancel)--> cancelled
+        scheduled | missed | dispatching | queued | sending | paused --(cancel)--> cancelled
         sent | partially_failed | failed | sending --(staff retry the rows that failed for
             a reason that may pass now)--> queued (a paused blast stays paused)
 
@@ -300,23 +300,27 @@ class Delivery(models.Model):
         sending --(Twilio refused it for this recipient or its text)--> failed
         sending --(429 or connection refused: certainly not created)--> pending, after a backoff
         sending --(the sender or account was refused: the 1st time the blast pauses, the
-            2nd time the row waits behind the rest)--> pending
-        sending --(refused so a 3rd time while others went out)--> failed
+            2nd time the row waits a minute while the rest of the list goes on)--> pending
+        sending --(refused so a 3rd time)--> failed
         sending --(claimed but never sent: the pass ended or the blast stopped)--> pending
         sending --(5xx, timeout, dropped connection, or the claim went stale)--> unknown
+        unknown --(the original worker's late answer, its claim still held: it was only
+            slow)--> sent | failed | pending, as that answer says
         unknown --(found in Twilio's records for this attempt's time window)--> sent
         unknown --(not in Twilio's records for that window)--> pending
         unknown --(Twilio's records are ambiguous, or it stayed unknown for
             SMS_UNKNOWN_ESCALATE_HOURS)--> unknown with ``attention`` set, until staff
-            send it again (--> pending) or mark it sent (--> sent)
+            send it again (--> pending) or mark it sent (--> sent); meanwhile
+            reconciliation and status callbacks may still settle it, clearing the flag
         pending --(blast cancelled)--> cancelled
         (every "--> pending" above writes cancelled instead once the blast is cancelled)
         (created as skipped when unsubscribed or suppressed at compose time)
         failed --(staff's "Retry failed": the error may pass now and the number is not
             unsubscribed or suppressed)--> pending
         pending --(its blast was rejected or withdrawn before approval)--> cancelled
-        sending | unknown | sent, or pending | cancelled after an attempt --(a status
-            callback for the row's message: Twilio has it)--> sent (queued, sending, sent),
+        sending | unknown | sent, or pending | cancelled after an attempt whose SID we
+            never learnt --(a status callback for the row's message: Twilio has
+            it)--> sent (queued, sending, sent),
             delivered, or failed (undelivered, failed); only forward, the first final
             status stays (messaging/services/callbacks.py)
 

@@ -7,6 +7,7 @@ import time
 from django.db import IntegrityError, connection, transaction
 
 from messaging.models import SendRateLimiter
+from messaging.services.busy import retry_when_busy
 
 # One statement takes the next free slot and says what time the database thinks it is,
 # so the schedule never depends on a worker host's clock. 'now' is fixed for the whole
@@ -58,16 +59,22 @@ class RateLimiter:
         horizon = max(60.0, 100 * step)
         sql = _RESERVE_SQL[connection.vendor]
         params = [horizon, step, self.key, step]
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-            if row is None:
-                self._create_row()
+
+        def take() -> tuple[float, float]:
+            with transaction.atomic():
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
                     row = cursor.fetchone()
-        slot, db_now = row
+                if row is None:
+                    self._create_row()
+                    with connection.cursor() as cursor:
+                        cursor.execute(sql, params)
+                        row = cursor.fetchone()
+            return row
+
+        # A busy database delays the slot; raising here would leave the requests
+        # already in flight with no one to record their answers.
+        slot, db_now = retry_when_busy(take, what="taking a send slot")
         return time.monotonic() + max(0.0, slot - db_now)
 
     def _create_row(self) -> None:

@@ -301,7 +301,8 @@ def _escalate(*, now: datetime, limit: int) -> int:
     Reconciliation keeps trying them: if Twilio answers later, the row settles and
     the flag is cleared.
     """
-    threshold = now - timedelta(hours=settings.SMS_UNKNOWN_ESCALATE_HOURS)
+    # The database's clock, the one claimed_at was stamped with.
+    threshold = DbNow() - timedelta(hours=settings.SMS_UNKNOWN_ESCALATE_HOURS)
     rows = (
         Delivery.objects.filter(status=S.UNKNOWN, attention="")
         .filter(Q(claimed_at__lt=threshold) | Q(claimed_at__isnull=True, updated_at__lt=threshold))

@@ -208,10 +208,13 @@ class _Pass:
         self.last_status_check = now
         if self.quiet is not None and self.quiet.contains(timezone.now()):
             ends = self.quiet.ends_after(timezone.now())
-            blast_pause(
-                blast_id=self.blast_id,
-                reason=f"Quiet hours ({self.quiet}): it goes on by itself at {ends:%H:%M}.",
-                cause=Blast.PauseCause.QUIET,
+            retry_when_busy(
+                lambda: blast_pause(
+                    blast_id=self.blast_id,
+                    reason=f"Quiet hours ({self.quiet}): it goes on by itself at {ends:%H:%M}.",
+                    cause=Blast.PauseCause.QUIET,
+                ),
+                what="pausing for quiet hours",
             )
         status = Blast.objects.filter(pk=self.blast_id).values_list("status", flat=True).first()
         if status != B.SENDING:
@@ -280,7 +283,10 @@ def _record(p: _Pass, drained: list[tuple[Delivery, uuid.UUID, SendResult]]) -> 
         left = Delivery.objects.filter(
             blast_id=p.blast_id, status__in=[S.PENDING, S.SENDING]
         ).exists()
-        if left and blast_pause(blast_id=p.blast_id, reason=reason, cause=cause):
+        if left and retry_when_busy(
+            lambda: blast_pause(blast_id=p.blast_id, reason=reason, cause=cause),
+            what="pausing the blast",
+        ):
             p.stop_reason = reason
     if not p.canary_checked and not p.stop_reason:
         _check_canary(p)
@@ -404,10 +410,16 @@ def _check_canary(p: _Pass) -> None:
             f"{threshold:.0%} of the first {size}. Check the list and the failures, then "
             "resume or cancel."
         )
-        if blast_pause(blast_id=p.blast_id, reason=reason, cause=Blast.PauseCause.CANARY):
+        if retry_when_busy(
+            lambda: blast_pause(blast_id=p.blast_id, reason=reason, cause=Blast.PauseCause.CANARY),
+            what="pausing the blast",
+        ):
             p.stop_reason = reason
     elif finished >= size or not left:
-        Blast.objects.filter(pk=p.blast_id).update(canary_passed=True)
+        retry_when_busy(
+            lambda: Blast.objects.filter(pk=p.blast_id).update(canary_passed=True),
+            what="marking the canary passed",
+        )
         p.canary_checked = True
 
 
@@ -432,14 +444,18 @@ def _release(blast_id: int, token: uuid.UUID, deliveries: list[Delivery]) -> Non
 
 
 def _skip(token: uuid.UUID, deliveries: list[Delivery], reason: str) -> None:
-    Delivery.objects.filter(
+    rows = Delivery.objects.filter(
         pk__in=[d.pk for d in deliveries], claim_token=token, status=S.SENDING
-    ).update(
-        status=S.SKIPPED,
-        skip_reason=reason,
-        claim_token=None,
-        attempts=F("attempts") - 1,
-        updated_at=timezone.now(),
+    )
+    retry_when_busy(
+        lambda: rows.update(
+            status=S.SKIPPED,
+            skip_reason=reason,
+            claim_token=None,
+            attempts=F("attempts") - 1,
+            updated_at=timezone.now(),
+        ),
+        what="skipping opted-out rows",
     )
 
 
@@ -542,69 +558,79 @@ def _send_chunk(p: _Pass, token: uuid.UUID, deliveries: list[Delivery]) -> None:
     pool = p.pool
     claimed = time.monotonic()
     chunk_age_limit = settings.SMS_CLAIM_STALE_SECONDS / 2
-    while pending:
-        if not p.blast_still_sending() or time.monotonic() > p.deadline:
-            break
-        if time.monotonic() < p.backoff_until:
-            drain(block_for=min(0.2, p.backoff_until - time.monotonic()))
-            continue
-        if p.watch.no_answer and outstanding:
-            # Twilio stopped answering: probe with one request at a time until it does.
-            drain(block_for=0.2)
-            continue
-        if not in_flight.acquire(timeout=0.2):
+    failing = False
+    try:
+        while pending:
+            if not p.blast_still_sending() or time.monotonic() > p.deadline:
+                break
+            if time.monotonic() < p.backoff_until:
+                drain(block_for=min(0.2, p.backoff_until - time.monotonic()))
+                continue
+            if p.watch.no_answer and outstanding:
+                # Twilio stopped answering: probe with one request at a time until it does.
+                drain(block_for=0.2)
+                continue
+            if not in_flight.acquire(timeout=0.2):
+                drain()
+                continue
+            # The answer that freed this place may be the one that stops or slows the pass.
             drain()
-            continue
-        # The answer that freed this place may be the one that stops or slows the pass.
-        drain()
-        if p.stop_reason or time.monotonic() < p.backoff_until:
-            in_flight.release()
-            continue
-        if time.monotonic() - claimed > chunk_age_limit:
-            # Passes sharing the rate can make a chunk's tail wait long: give it back
-            # before the sweeper could take it for a dead worker's.
-            in_flight.release()
-            break
-        slot = 0.0
-        if p.limiter.rate > 0:
-            slot = p.limiter.reserve()
-            while (wait := slot - time.monotonic()) > 0:
-                if not p.blast_still_sending() or time.monotonic() > p.deadline:
-                    break
-                # Close to the slot, only collect answers: a write now could make it late.
-                drain(block_for=min(wait, 0.2), may_write=wait > 0.1)
-            if p.stop_reason or time.monotonic() > p.deadline:
+            if p.stop_reason or time.monotonic() < p.backoff_until:
+                in_flight.release()
+                continue
+            if time.monotonic() - claimed > chunk_age_limit:
+                # Passes sharing the rate can make a chunk's tail wait long: give it back
+                # before the sweeper could take it for a dead worker's.
                 in_flight.release()
                 break
-            if not p.limiter.usable(slot):
-                in_flight.release()  # woke up too late for this slot: take a new one
+            slot = 0.0
+            if p.limiter.rate > 0:
+                slot = p.limiter.reserve()
+                while (wait := slot - time.monotonic()) > 0:
+                    if not p.blast_still_sending() or time.monotonic() > p.deadline:
+                        break
+                    # Close to the slot, only collect answers: a write now could make it late.
+                    drain(block_for=min(wait, 0.2), may_write=wait > 0.1)
+                if p.stop_reason or time.monotonic() > p.deadline:
+                    in_flight.release()
+                    break
+                if not p.limiter.usable(slot):
+                    in_flight.release()  # woke up too late for this slot: take a new one
+                    continue
+            delivery = pending.popleft()
+            verdict = _reclaim(token, delivery)
+            if verdict == "stop":
+                pending.appendleft(delivery)
+                p.stop_reason = p.stop_reason or "blast stopped"
+                in_flight.release()
+                break
+            if verdict != "go":
+                in_flight.release()
                 continue
-        delivery = pending.popleft()
-        verdict = _reclaim(token, delivery)
-        if verdict == "stop":
-            pending.appendleft(delivery)
-            p.stop_reason = p.stop_reason or "blast stopped"
-            in_flight.release()
-            break
-        if verdict != "go":
-            in_flight.release()
-            continue
-        if p.limiter.rate > 0 and not p.limiter.usable(slot):
-            # The check itself waited (a busy database): sending now would bunch up
-            # with later slots. Back in line, with a new slot.
-            pending.appendleft(delivery)
-            in_flight.release()
-            continue
-        outstanding += 1
-        future = pool.submit(_send_one, p.backend, delivery)
-        future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
-        drain()
-    while outstanding > 0:
-        drain(block_for=0.2)
-    drain()
-    if drained:
-        _record(p, drained)
-    _release(p.blast_id, token, list(pending))
+            if p.limiter.rate > 0 and not p.limiter.usable(slot):
+                # The check itself waited (a busy database): sending now would bunch up
+                # with later slots. Back in line, with a new slot.
+                pending.appendleft(delivery)
+                in_flight.release()
+                continue
+            outstanding += 1
+            future = pool.submit(_send_one, p.backend, delivery)
+            future.add_done_callback(lambda f, d=delivery: on_done(d, f.result()))
+            drain()
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        # However the loop ended (an error included), the requests already made are
+        # answered and recorded, and the rows never sent are given back: nothing is left
+        # for the sweeper and reconciliation that this worker can settle itself. After
+        # an error, one write at the end rather than one that may fail again meanwhile.
+        while outstanding > 0:
+            drain(block_for=0.2, may_write=not failing)
+        drain(may_write=not failing)
+        if drained:
+            _record(p, drained)
+        _release(p.blast_id, token, list(pending))
 
 
 def blast_process(
