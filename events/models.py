@@ -1,7 +1,7 @@
 from django.db import models
 
 from members.models import Consent
-from smsadmin.phones import PhoneNumberField
+from smsadmin.phones import PhoneNumberField, phone_display
 
 
 class Event(models.Model):
@@ -46,7 +46,11 @@ class Registration(Consent):
         ]
 
     def __str__(self) -> str:
-        return f"{self.full_name or self.phone} at {self.event.name}"
+        return f"{self.full_name or phone_display(self.phone)} at {self.event.name}"
+
+    @property
+    def phone_shown(self) -> str:
+        return phone_display(self.phone)
 
     @property
     def full_name(self) -> str:

@@ -7,7 +7,7 @@ from django.db.models.functions import Lower
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
-from smsadmin.phones import PhoneNumberField
+from smsadmin.phones import PhoneNumberField, phone_display
 
 
 class ConsentSource(models.TextChoices):
@@ -114,7 +114,7 @@ class Member(Consent):
         ]
 
     def __str__(self) -> str:
-        return self.full_name or self.phone
+        return self.full_name or phone_display(self.phone)
 
     @property
     def full_name(self) -> str:

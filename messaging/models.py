@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Count
 
-from smsadmin.phones import PhoneNumberField
+from smsadmin.phones import PhoneNumberField, phone_display
 
 
 class Blast(models.Model):
@@ -435,7 +435,7 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.phone} ({self.get_status_display()})"
+        return f"{phone_display(self.phone)} ({self.get_status_display()})"
 
     @property
     def full_name(self) -> str:
@@ -459,7 +459,7 @@ class OutboxMessage(models.Model):
         indexes = [models.Index(fields=["to", "created_at"])]
 
     def __str__(self) -> str:
-        return f"to {self.to}: {self.body[:40]}"
+        return f"to {phone_display(self.to)}: {self.body[:40]}"
 
 
 class SendRateLimiter(models.Model):
@@ -554,4 +554,4 @@ class InboundMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"from {self.phone}: {self.body[:40]}"
+        return f"from {phone_display(self.phone)}: {self.body[:40]}"

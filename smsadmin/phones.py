@@ -188,6 +188,14 @@ def _parse_error_reason(text: str, exc: phonenumbers.NumberParseException) -> st
 
 
 class PhoneFormField(forms.CharField):
+    def prepare_value(self, value: object) -> object:
+        # A stored number is shown in an edit form as people read it; saving it again
+        # gives back the same E.164 (a national form is read in SMS_DEFAULT_REGION, the
+        # region phone_display shows nationally). What someone typed is left as typed.
+        if isinstance(value, str) and value.startswith("+") and value[1:].isdigit():
+            return phone_display(value)
+        return value
+
     def to_python(self, value: object) -> str:
         value = super().to_python(value)
         if value in self.empty_values:

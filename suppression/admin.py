@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from smsadmin.admin_utils import FastChangeList, PhoneSearchMixin, phone_column
+from smsadmin.phones import phone_display
 from suppression.models import FailureEvent, SuppressedContact, UnsubscribedContact
 from suppression.services import LiftError, suppression_lift, unsubscribe_lift
 
@@ -150,7 +151,7 @@ class UnsubscribeAddForm(forms.ModelForm):
         active = UnsubscribedContact.objects.filter(phone=phone, lifted=False).first()
         if active is not None:
             raise forms.ValidationError(
-                f"{phone} is already unsubscribed (since {active.created_at:%Y-%m-%d}, "
+                f"{phone_display(phone)} is already unsubscribed (since {active.created_at:%Y-%m-%d}, "
                 f"{active.get_source_display().lower()})."
             )
         return phone
@@ -250,7 +251,7 @@ class SuppressionAddForm(forms.ModelForm):
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"]
         if SuppressedContact.objects.filter(phone=phone, lifted=False).exists():
-            raise forms.ValidationError(f"{phone} is already suppressed.")
+            raise forms.ValidationError(f"{phone_display(phone)} is already suppressed.")
         return phone
 
     def validate_constraints(self) -> None:

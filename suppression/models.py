@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from smsadmin.phones import PhoneNumberField
+from smsadmin.phones import PhoneNumberField, phone_display
 
 
 class UnsubscribedContact(models.Model):
@@ -96,7 +96,7 @@ class UnsubscribedContact(models.Model):
         indexes = [models.Index(fields=["phone", "lifted"]), models.Index(fields=["created_at"])]
 
     def __str__(self) -> str:
-        return self.phone
+        return phone_display(self.phone)
 
 
 class SuppressedContact(models.Model):
@@ -155,7 +155,7 @@ class SuppressedContact(models.Model):
         indexes = [models.Index(fields=["lifted", "phone"]), models.Index(fields=["created_at"])]
 
     def __str__(self) -> str:
-        return self.phone
+        return phone_display(self.phone)
 
 
 class FailureEvent(models.Model):
@@ -217,4 +217,4 @@ class FailureEvent(models.Model):
         indexes = [models.Index(fields=["phone", "category", "failed_at"])]
 
     def __str__(self) -> str:
-        return f"{self.phone} {self.error_code or ''} {self.action}".strip()
+        return f"{phone_display(self.phone)} {self.error_code or ''} {self.action}".strip()

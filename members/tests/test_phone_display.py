@@ -137,6 +137,58 @@ def test_the_unsubscribed_and_suppressed_lists_show_readable_numbers(admin_clien
     assert cell("+44 20 7946 0958").search(html)
 
 
+def test_edit_forms_show_the_number_as_people_read_it_and_saving_keeps_it(manager_client):
+    member = Member.objects.create(first_name="", last_name="", phone=HOME)
+    abroad = Member.objects.create(first_name="Bo", last_name="Abroad", phone=ABROAD)
+    page = manager_client.get(f"/admin/members/member/{member.pk}/change/").content.decode()
+    assert 'value="(201) 555-0124"' in page
+    # A member without a name is titled by the readable number too.
+    assert "<h2>(201) 555-0124</h2>" in page
+    assert "<title>(201) 555-0124 | Change member" in page
+    assert HOME not in page.replace(f"/{member.pk}/", "")
+    page = manager_client.get(f"/admin/members/member/{abroad.pk}/change/").content.decode()
+    assert 'value="+44 20 7946 0958"' in page
+
+    # Saving the form as shown changes nothing and says so with the readable number.
+    response = manager_client.post(
+        f"/admin/members/member/{member.pk}/change/",
+        {"first_name": "", "last_name": "", "phone": "(201) 555-0124", "is_active": "on"},
+        follow=True,
+    )
+    assert response.status_code == 200, response.content
+    member.refresh_from_db()
+    assert member.phone == HOME
+    assert "(201) 555-0124" in response.content.decode()
+    response = manager_client.post(
+        f"/admin/members/member/{abroad.pk}/change/",
+        {"first_name": "Bo", "last_name": "Abroad", "phone": "+44 20 7946 0958", "is_active": "on"},
+    )
+    assert response.status_code == 302
+    abroad.refresh_from_db()
+    assert abroad.phone == ABROAD
+
+
+def test_a_refused_number_is_shown_back_as_it_was_typed(manager_client):
+    page = manager_client.post(
+        "/admin/members/member/add/", {"first_name": "Al", "phone": "+1 200 555 0123"}
+    ).content.decode()
+    assert 'value="+1 200 555 0123"' in page
+    assert not Member.objects.exists()
+
+
+def test_names_of_rows_in_titles_and_messages_use_readable_numbers():
+    from messaging.models import Blast, Delivery, InboundMessage
+
+    blast = Blast.objects.create(body="Hi")
+    assert str(Delivery(blast=blast, phone=HOME, status="sent")) == "(201) 555-0124 (Sent)"
+    assert str(InboundMessage(phone=ABROAD, body="Hello")) == "from +44 20 7946 0958: Hello"
+    assert str(Member(phone=HOME)) == "(201) 555-0124"
+    assert str(UnsubscribedContact(phone=HOME)) == "(201) 555-0124"
+    assert str(SuppressedContact(phone=ABROAD)) == "+44 20 7946 0958"
+    event = Event(name="Picnic")
+    assert str(Registration(event=event, phone=HOME)) == "(201) 555-0124 at Picnic"
+
+
 def test_storage_stays_e164():
     member = Member.objects.create(first_name="Ann", phone="(201) 555-0124")
     assert Member.objects.values_list("phone", flat=True).get(pk=member.pk) == HOME

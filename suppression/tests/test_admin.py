@@ -93,7 +93,7 @@ def test_adding_an_unsubscribe_twice_says_so(manager_client):
         UNSUBSCRIBED + "add/", {"phone": "(201) 555-0170", "source": "manual", "reason": "x"}
     )
     assert response.status_code == 200
-    assert "+12015550170 is already unsubscribed" in response.content.decode()
+    assert "(201) 555-0170 is already unsubscribed" in response.content.decode()
     assert UnsubscribedContact.objects.count() == 1
 
 
