@@ -114,13 +114,15 @@ class _Decision:
 
 def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
     """Which of the messages Twilio lists in the window, if any, is this attempt's."""
-    held = set(
-        Delivery.objects.filter(twilio_sid__in=[m.sid for m in messages])
-        .exclude(pk=attempt.pk)
-        .values_list("twilio_sid", flat=True)
-    )
     # A SID another row holds is that row's message (a status callback, or an earlier
-    # blast with the same text): never this one's.
+    # blast with the same text): never this one's. Nor is one this row holds: an unknown
+    # row never learnt its current attempt's SID, so a SID it holds is an earlier
+    # attempt's, a message that failed before staff sent it again.
+    held = set(
+        Delivery.objects.filter(twilio_sid__in=[m.sid for m in messages]).values_list(
+            "twilio_sid", flat=True
+        )
+    )
     unheld = [m for m in messages if m.sid and m.sid not in held]
     candidates = [m for m in unheld if m.date_created is None or m.date_created <= attempt.until]
     ours = normalised_text(attempt.body)

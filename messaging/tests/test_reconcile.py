@@ -19,9 +19,11 @@ from messaging.models import Blast, Delivery, OutboxMessage
 from messaging.services import (
     blast_cancel,
     blast_create,
+    blast_retry_failed,
     deliveries_reconcile,
     delivery_reconcile,
 )
+from messaging.services.callbacks import StatusCallback, delivery_status_callback
 from messaging.sms import LIST_PAGE_SIZE
 from messaging.tests.conftest import FROM_NUMBER, make_members, phone, run_to_end
 from messaging.tests.fake_twilio import Reply
@@ -432,3 +434,34 @@ def test_console_backend_looks_in_the_outbox(settings):
     assert (result["sent"], result["pending"]) == (1, 1)
     assert Delivery.objects.get(blast=blast, phone=phone(0)).twilio_sid == "SM" + "c" * 32
     assert Delivery.objects.get(blast=blast, phone=phone(1)).status == S.PENDING
+
+
+@pytest.mark.django_db
+def test_a_retried_rows_earlier_message_is_never_taken_for_its_new_attempt(fake_twilio, settings):
+    """The first message failed at the handset; staff pressed Retry failed a minute later
+    and the resend's answer was lost. Twilio's list for the new attempt's window still
+    shows the first message (same text, same number, a minute earlier): it is this row's
+    failed message, not the resend, so the member must be texted again, not be counted
+    as reached by a message that never arrived."""
+    settings.SMS_RECONCILE_AFTER_MINUTES = 0
+    make_members(1)
+    blast = run_to_end(blast_create(body="Hello", community=True))
+    row = only_row(blast)
+    first_sid = row.twilio_sid
+    assert row.status == S.SENT and first_sid
+    delivery_status_callback(
+        StatusCallback(message_sid=first_sid, status="undelivered", error_code=30003)
+    )
+    assert blast_retry_failed(blast_id=blast.pk).retried == 1
+    fake_twilio.script(Reply(status=500))  # the resend: never created, answer lost
+    run_to_end(blast)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (S.UNKNOWN, 2)
+
+    outcome = deliveries_reconcile()
+    row.refresh_from_db()
+    assert outcome["sent"] == 0 and row.status == S.PENDING, (outcome, row.error_message)
+    run_to_end(blast)
+    row.refresh_from_db()
+    assert row.status == S.SENT and row.twilio_sid not in (None, first_sid)
+    assert [m["to"] for m in fake_twilio.messages] == [phone(0), phone(0)]
