@@ -298,8 +298,10 @@ def _settings_changed(*, setting: str, **kwargs: object) -> None:
         get_backend.cache_clear()
 
 
-def status_callback_url(delivery_id: int) -> str | None:
-    """Where Twilio reports this message's fate; the delivery id makes it one lookup."""
+def status_callback_url(delivery_id: int, attempt: int | None = None) -> str | None:
+    """Where Twilio reports this message's fate. The delivery id makes it one lookup; the
+    attempt tells news of this message from news of one sent before staff retried."""
     if not settings.PUBLIC_BASE_URL:
         return None
-    return f"{settings.PUBLIC_BASE_URL}/webhooks/twilio/status/?d={delivery_id}"
+    url = f"{settings.PUBLIC_BASE_URL}/webhooks/twilio/status/?d={delivery_id}"
+    return url if attempt is None else f"{url}&a={attempt}"

@@ -17,6 +17,7 @@ from django.utils import timezone
 from messaging.models import Blast, Delivery
 from messaging.services.busy import retry_when_busy
 from messaging.services.creating import BlastError
+from messaging.services.lifecycle import pending_rows_cancel
 from messaging.services.queueing import blast_enqueue
 from smsadmin.models import User
 
@@ -24,7 +25,6 @@ B = Blast.Status
 S = Delivery.Status
 
 NOTE_MAX = 2000
-CANCEL_BATCH = 5000
 
 
 def _decided(blast_id: int) -> BlastError:
@@ -100,27 +100,6 @@ def blast_reject(*, blast_id: int, user: User, note: str = "") -> Blast:
     )
     if not changed:
         raise _decided(blast_id)
-    rejected_rows_cancel(blast_id=blast_id)
+    pending_rows_cancel(blast_id=blast_id)
     blast.refresh_from_db()
     return blast
-
-
-def rejected_rows_cancel(*, blast_id: int) -> int:
-    """Cancel a rejected blast's rows, in batches so a 100k blast never holds SQLite's
-    lock for long. The sweeper calls it too: a process killed between the status
-    UPDATE and the last batch leaves no row pending for good."""
-    cancelled = 0
-    while True:
-        ids = list(
-            Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).values_list(
-                "pk", flat=True
-            )[:CANCEL_BATCH]
-        )
-        if not ids:
-            return cancelled
-        cancelled += retry_when_busy(
-            lambda ids=ids: Delivery.objects.filter(pk__in=ids, status=S.PENDING).update(
-                status=S.CANCELLED, updated_at=timezone.now()
-            ),
-            what="cancelling a rejected blast's rows",
-        )

@@ -1,7 +1,8 @@
 """Status callbacks: Twilio reporting what became of a message we sent.
 
 The engine asks for one callback per message per status change
-(``StatusCallback = PUBLIC_BASE_URL/webhooks/twilio/status/?d=<delivery id>``). Twilio
+(``StatusCallback = PUBLIC_BASE_URL/webhooks/twilio/status/?d=<delivery id>&a=<attempt>``,
+the attempt being the row's ``attempts`` when the message was sent). Twilio
 may send them twice, late or out of order, and several at once, so:
 
 - A status only moves forward: accepted/scheduled < queued < sending < sent <
@@ -13,7 +14,10 @@ may send them twice, late or out of order, and several at once, so:
   written Twilio's answer yet), ``unknown`` (the answer was lost), or put back to
   ``pending``/``cancelled`` after an attempt whose message reconciliation did not find,
   is settled with the callback's SID, and is never sent again. The SID is taken only if
-  no other row holds it; a row holding another SID is left alone (both are logged).
+  no other row holds it (logged otherwise). News of an earlier attempt (a message that
+  failed before staff sent it again, Twilio re-posting its callback) never settles the
+  row's later attempt: the attempt in the URL says which one the news is about, and
+  for older URLs a SID the row holds is taken for an earlier attempt's.
 - delivered records ``delivered_at``; undelivered and failed record the error code and
   feed the failure to the classifier (``suppression.services.failure_record``, which
   unsubscribes on 21610 and suppresses bad numbers), in the same transaction.
@@ -92,6 +96,9 @@ class StatusCallback:
     status: str
     delivery_id: int | None = None
     error_code: int | None = None
+    # The delivery's attempt the message was sent for (``a`` in the URL); None for
+    # messages sent before the URL carried it.
+    attempt: int | None = None
 
 
 def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -> StatusCallback:
@@ -115,16 +122,27 @@ def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -
         if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise CallbackError("d is not a delivery id.")
         delivery_id = int(raw_id)
+    attempt: int | None = None
+    raw_attempt = (query.get("a") or "").strip()
+    if raw_attempt:
+        if not (raw_attempt.isascii() and raw_attempt.isdigit()) or len(raw_attempt) > 5:
+            raise CallbackError("a is not an attempt number.")
+        attempt = int(raw_attempt)
     code: int | None = None
     raw_code = (params.get("ErrorCode") or "").strip()
     if raw_code:
         if not (raw_code.isascii() and raw_code.isdigit()) or len(raw_code) > 9:
             raise CallbackError("ErrorCode is not a number.")
         code = int(raw_code) or None  # Twilio sends 0 for "no error" on some statuses
-    return StatusCallback(message_sid=sid, status=status, delivery_id=delivery_id, error_code=code)
+    return StatusCallback(
+        message_sid=sid, status=status, delivery_id=delivery_id, error_code=code, attempt=attempt
+    )
 
 
-_ROW_FIELDS = ("pk", "blast_id", "phone", "status", "twilio_sid")
+_ROW_FIELDS = ("pk", "blast_id", "phone", "status", "twilio_sid", "attempts")
+# A row in these statuses never learnt its current attempt's SID: one it holds is an
+# earlier attempt's (a message that failed before staff sent it again).
+_IN_FLIGHT = (S.SENDING, S.UNKNOWN)
 
 
 def _find(callback: StatusCallback) -> dict | None:
@@ -158,7 +176,8 @@ def _find(callback: StatusCallback) -> dict | None:
             callback.delivery_id,
         )
         return None
-    if row["twilio_sid"] is not None:
+    current = callback.attempt is not None and callback.attempt == row["attempts"]
+    if row["twilio_sid"] is not None and not (current and row["status"] in _IN_FLIGHT):
         logger.warning(
             "Status callback %r for message %s names delivery %s, which holds message %s: ignored",
             callback.status,
@@ -190,15 +209,22 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
     # about the old message), a sent row unless the status is no further than sent, or
     # a row already at the target whose Twilio status is behind (sent -> sent after
     # queued; delivered -> read).
-    settles = Q(status__in=[S.SENDING, S.UNKNOWN]) | Q(
-        status__in=[S.PENDING, S.CANCELLED], attempts__gt=0, twilio_sid__isnull=True
+    # With the attempt in the URL, news of an earlier attempt never settles a later one;
+    # without it (messages sent before the URL carried it), a row in flight is settled
+    # only while it holds no SID, since one it holds is an earlier attempt's.
+    this_attempt = Q() if callback.attempt is None else Q(attempts=callback.attempt)
+    in_flight = Q(status__in=_IN_FLIGHT) & (
+        Q(twilio_sid__isnull=True) if callback.attempt is None else this_attempt
     )
+    reopened = Q(status__in=[S.PENDING, S.CANCELLED], attempts__gt=0, twilio_sid__isnull=True)
+    forward = Q(status=target, twilio_status__in=earlier)
     if target != S.SENT:
-        settles |= Q(status=S.SENT)
-    settles |= Q(status=target, twilio_status__in=earlier)
-    rows = Delivery.objects.filter(pk=row["pk"]).filter(
-        Q(twilio_sid=callback.message_sid) | Q(twilio_sid__isnull=True)
-    )
+        forward |= Q(status=S.SENT)
+    # A finished row moves on only for its own message: the SID it holds, or none yet
+    # (staff marked it sent) for this attempt.
+    own = Q(twilio_sid=callback.message_sid) | (Q(twilio_sid__isnull=True) & this_attempt)
+    settles = in_flight | (reopened & this_attempt) | (forward & own)
+    rows = Delivery.objects.filter(pk=row["pk"])
     fields: dict[str, object] = {
         "status": target,
         "twilio_sid": callback.message_sid,
@@ -251,7 +277,7 @@ def delivery_status_callback(callback: StatusCallback) -> str:
     row = _find(callback)
     if row is None:
         return "unknown"
-    if row["twilio_sid"] is None and (
+    if row["twilio_sid"] != callback.message_sid and (
         Delivery.objects.filter(twilio_sid=callback.message_sid).exclude(pk=row["pk"]).exists()
     ):
         logger.warning(

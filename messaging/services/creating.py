@@ -430,9 +430,12 @@ def blast_write_rows(*, blast: Blast, stamp: datetime | None = None) -> tuple[in
     if stamp is not None:
 
         def still_ours() -> bool:
-            return Blast.objects.filter(
+            # Locked: a cancel committing meanwhile either waits for this batch (and
+            # cancels its rows) or is seen by it, never misses rows written under it.
+            mine = Blast.objects.select_for_update().filter(
                 pk=blast.pk, status=B.DISPATCHING, processing_started_at=stamp
-            ).exists()
+            )
+            return bool(list(mine.values_list("pk", flat=True)[:1]))
 
     template = blast_check_text(body=blast.body)
     events = list(blast.audience_events.order_by("id"))

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
+from messaging.services.busy import retry_when_busy
 from messaging.services.queueing import blast_enqueue
 
 logger = logging.getLogger(__name__)
@@ -120,4 +121,30 @@ def blast_finish_if_done(*, blast_id: int) -> bool:
             Blast.objects.filter(pk=blast_id, status=status).update(
                 status=final, status_reason="", pause_cause="", finished_at=now, updated_at=now
             )
+        )
+
+
+# Rows per UPDATE when a stopped blast's rows are cancelled.
+CANCEL_BATCH = 5000
+
+
+def pending_rows_cancel(*, blast_id: int) -> int:
+    """Cancel a rejected or cancelled blast's pending rows, in batches so a 100k blast
+    never holds SQLite's lock for long. The sweeper calls it too: a process killed
+    between the status UPDATE and the last batch, or a dispatch pass that wrote rows as
+    the blast was cancelled, leaves no row pending for good."""
+    cancelled = 0
+    while True:
+        ids = list(
+            Delivery.objects.filter(blast_id=blast_id, status=S.PENDING).values_list(
+                "pk", flat=True
+            )[:CANCEL_BATCH]
+        )
+        if not ids:
+            return cancelled
+        cancelled += retry_when_busy(
+            lambda ids=ids: Delivery.objects.filter(pk__in=ids, status=S.PENDING).update(
+                status=S.CANCELLED, updated_at=timezone.now()
+            ),
+            what="cancelling a stopped blast's rows",
         )

@@ -31,7 +31,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from events.models import Event
-from messaging.models import Blast, Delivery, Recurrence
+from messaging.models import Blast, Recurrence
 from messaging.quiet_hours import quiet_hours
 from messaging.services.busy import retry_when_busy
 from messaging.services.composing import approval_threshold
@@ -41,6 +41,7 @@ from messaging.services.creating import (
     blast_create,
     blast_write_rows,
 )
+from messaging.services.lifecycle import pending_rows_cancel
 from messaging.services.queueing import blast_enqueue
 from smsadmin.models import Heartbeat, User
 
@@ -151,7 +152,10 @@ def _dispatch(blast_id: int, stamp: datetime, done: list[int], failed: list[int]
         if total == 0:
             raise BlastError("Nobody to send to: the audience had no one in it when it was due.")
     except TakenOver:
-        logger.warning("Blast %s: another pass took it over; this one stops", blast_id)
+        if Blast.objects.filter(pk=blast_id, status=B.CANCELLED).exists():
+            _cancel_rows_written(blast_id)
+        else:
+            logger.warning("Blast %s: another pass took it over; this one stops", blast_id)
         return
     except BlastError as exc:
         now = timezone.now()
@@ -174,10 +178,12 @@ def _dispatch(blast_id: int, stamp: datetime, done: list[int], failed: list[int]
         logger.info("Blast %s dispatched: %s rows, %s to text", blast_id, total, to_text)
         done.append(blast_id)
     elif Blast.objects.filter(pk=blast_id, status=B.CANCELLED).exists():
-        # Cancelled while its rows were written: none of them goes out.
-        Delivery.objects.filter(blast_id=blast_id, status=Delivery.Status.PENDING).update(
-            status=Delivery.Status.CANCELLED, updated_at=timezone.now()
-        )
+        _cancel_rows_written(blast_id)
+
+
+def _cancel_rows_written(blast_id: int) -> None:
+    """Cancelled while its rows were written: none of them goes out."""
+    pending_rows_cancel(blast_id=blast_id)
 
 
 def quiet_paused_resume(*, now: datetime | None = None) -> list[int]:

@@ -225,7 +225,9 @@ class _Pass:
 def _send_one(backend: SmsBackend, delivery: Delivery) -> SendResult:
     try:
         return backend.send(
-            to=delivery.phone, body=delivery.body, status_callback=status_callback_url(delivery.pk)
+            to=delivery.phone,
+            body=delivery.body,
+            status_callback=status_callback_url(delivery.pk, delivery.attempts),
         )
     except Exception as exc:  # a bug or a library surprise must not lose the row
         logger.exception("Unexpected error sending delivery %s", delivery.pk)

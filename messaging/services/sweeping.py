@@ -6,14 +6,13 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from messaging.models import Blast, Delivery
-from messaging.services.approval import rejected_rows_cancel
 from messaging.services.clock import DbNow
 from messaging.services.creating import blast_discard_preparing
-from messaging.services.lifecycle import blast_finish_if_done
+from messaging.services.lifecycle import blast_finish_if_done, pending_rows_cancel
 from messaging.services.queueing import blast_enqueue
 
 logger = logging.getLogger(__name__)
@@ -67,14 +66,13 @@ def blasts_sweep() -> dict[str, int]:
         requeued += int(blast_enqueue(blast_id=blast_id))
     for blast_id in Blast.objects.filter(status=B.PAUSED).values_list("pk", flat=True):
         blast_finish_if_done(blast_id=blast_id)
-    # A rejection that stopped half-way: its rows are cancelled, as it would have done.
-    half_rejected = (
-        Delivery.objects.filter(status=S.PENDING, blast__status=B.REJECTED)
-        .values_list("blast_id", flat=True)
-        .distinct()
+    # A rejection or a cancel that stopped half-way, or rows a dispatch pass wrote as the
+    # blast was cancelled: they are cancelled, as a stopped blast has no pending row.
+    stopped = Blast.objects.filter(status__in=[B.REJECTED, B.CANCELLED]).filter(
+        Exists(Delivery.objects.filter(blast_id=OuterRef("pk"), status=S.PENDING))
     )
-    for blast_id in list(half_rejected):
-        rejected_rows_cancel(blast_id=blast_id)
+    for blast_id in list(stopped.values_list("pk", flat=True)):
+        pending_rows_cancel(blast_id=blast_id)
     discarded = 0
     for blast_id in Blast.objects.filter(
         status=B.PREPARING, updated_at__lt=now - PREPARING_STALE

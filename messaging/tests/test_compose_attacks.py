@@ -21,7 +21,7 @@ from events.models import Registration
 from members.models import Member, Tag
 from messaging.models import Blast, Delivery, OutboxMessage
 from messaging.segments import segment_info
-from messaging.services import approval
+from messaging.services import lifecycle
 from messaging.services.approval import blast_approve, blast_reject
 from messaging.services.composing import Audience, blast_preflight
 from messaging.services.creating import BlastError, blast_create
@@ -193,14 +193,14 @@ def test_a_reject_that_dies_after_its_status_update_leaves_no_pending_rows(
         body="Hi" + OPT_OUT, community=True, created_by=manager_user, approval_above=threshold
     )
     assert blast.status == B.AWAITING_APPROVAL
-    real = approval.retry_when_busy
+    real = lifecycle.retry_when_busy
 
     def dies_before_cancelling(write, *, what, **kwargs):
         if what.startswith("cancelling"):
             raise WorkerKilled
         return real(write, what=what, **kwargs)
 
-    monkeypatch.setattr(approval, "retry_when_busy", dies_before_cancelling)
+    monkeypatch.setattr(lifecycle, "retry_when_busy", dies_before_cancelling)
     with pytest.raises(WorkerKilled):
         blast_reject(blast_id=blast.pk, user=admin_user, note="No")
     monkeypatch.undo()

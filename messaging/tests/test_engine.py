@@ -71,7 +71,7 @@ def test_status_callback_names_the_delivery(fake_twilio, settings):
     sent = {m["to"]: m for m in fake_twilio.messages}
     assert (
         sent[phone(1)]["status_callback"]
-        == f"https://sms.example.org/webhooks/twilio/status/?d={delivery.pk}"
+        == f"https://sms.example.org/webhooks/twilio/status/?d={delivery.pk}&a=1"
     )
 
 

@@ -88,8 +88,8 @@ def callback(client: Client, fake: FakeTwilio, delivery: Delivery, status: str, 
 def test_the_engine_asks_for_callbacks_at_the_public_url(hooks):
     send_blast(2)
     assert {m["to"]: m["status_callback"] for m in hooks.messages} == {
-        phone(0): f"{BASE}{STATUS_PATH}?d={row(0).pk}",
-        phone(1): f"{BASE}{STATUS_PATH}?d={row(1).pk}",
+        phone(0): f"{BASE}{STATUS_PATH}?d={row(0).pk}&a=1",
+        phone(1): f"{BASE}{STATUS_PATH}?d={row(1).pk}&a=1",
     }
 
 
@@ -365,7 +365,7 @@ def test_an_unknown_row_is_settled_by_its_callback_and_its_blast_finishes(hooks,
     assert (unknown.status, unknown.twilio_sid) == (S.UNKNOWN, None)
     assert blast.status == B.SENDING
     [message] = [m for m in hooks.messages if m["to"] == phone(1)]
-    assert message["status_callback"] == f"{BASE}{STATUS_PATH}?d={unknown.pk}"
+    assert message["status_callback"] == f"{BASE}{STATUS_PATH}?d={unknown.pk}&a=1"
 
     params = hooks.callback_params(message["sid"], "delivered")
     response = post(client, message["status_callback"], params)
@@ -380,6 +380,42 @@ def test_an_unknown_row_is_settled_by_its_callback_and_its_blast_finishes(hooks,
     # Nothing left for reconciliation; nobody was texted twice.
     assert deliveries_reconcile()["sent"] == 0
     assert hooks.sent_to(phone(1)) == 1
+
+
+@pytest.mark.django_db
+def test_a_retried_rows_new_message_settles_it_and_the_old_ones_news_does_not(hooks, client):
+    """The first text failed at the handset; staff retried; the resend was created but
+    its answer was lost. The new message's callbacks settle the row although it still
+    holds the first message's SID; the first message's callbacks, re-posted by Twilio,
+    change nothing."""
+    from messaging.services import blast_retry_failed
+
+    make_members(1)
+    blast = run_to_end(blast_create(body="Hi", community=True))
+    [first] = hooks.messages
+    response = post(
+        client, first["status_callback"], hooks.callback_params(first["sid"], "undelivered", 30003)
+    )
+    assert response.status_code == 200 and row(0).status == S.FAILED
+    assert blast_retry_failed(blast_id=blast.pk).retried == 1
+    hooks.script(Reply(drop=True, record=True))
+    run_to_end(blast)
+    assert (row(0).status, row(0).twilio_sid) == (S.UNKNOWN, first["sid"])
+    second = hooks.messages[-1]
+    assert second["status_callback"] == f"{BASE}{STATUS_PATH}?d={row(0).pk}&a=2"
+
+    old_news = hooks.callback_params(first["sid"], "undelivered", 30003)
+    assert post(client, first["status_callback"], old_news).status_code == 200
+    assert row(0).status == S.UNKNOWN
+    response = post(client, second["status_callback"], hooks.callback_params(second["sid"], "sent"))
+    assert response.status_code == 200
+    assert (row(0).status, row(0).twilio_sid) == (S.SENT, second["sid"])
+    assert post(client, first["status_callback"], old_news).status_code == 200
+    post(client, second["status_callback"], hooks.callback_params(second["sid"], "delivered"))
+    assert (row(0).status, row(0).twilio_sid) == (S.DELIVERED, second["sid"])
+    blast.refresh_from_db()
+    assert blast.status == B.SENT
+    assert hooks.sent_to(phone(0)) == 2
 
 
 @pytest.mark.django_db
