@@ -10,14 +10,18 @@ may send them twice, late or out of order, and several at once, so:
   whose WHERE clause holds that rule, so a duplicate or an older status arriving late
   changes nothing, and two callbacks racing each other end in the later status
   whichever commits first. Of the final statuses the first one reported stays.
-- A callback proves Twilio has the message: a row still ``sending`` (the engine has not
-  written Twilio's answer yet), ``unknown`` (the answer was lost), or put back to
-  ``pending``/``cancelled`` after an attempt whose message reconciliation did not find,
-  is settled with the callback's SID, and is never sent again. The SID is taken only if
-  no other row holds it (logged otherwise). News of an earlier attempt (a message that
-  failed before staff sent it again, Twilio re-posting its callback) never settles the
-  row's later attempt: the attempt in the URL says which one the news is about, and
-  for older URLs a SID the row holds is taken for an earlier attempt's.
+- A callback proves Twilio has the message: news of a message the row never learnt of
+  settles a row still ``sending`` (the engine has not written Twilio's answer yet, or a
+  resend is claimed but not yet sent), ``unknown`` (the answer was lost), or put back
+  to ``pending``/``cancelled`` after an attempt (reconciliation did not find it, or
+  staff chose Send again), with the callback's SID: it is never sent again. The SID is
+  taken only if no other row holds it (logged otherwise). A message the row holds, or
+  one known to have failed, is an earlier attempt's when the row is open again (staff
+  retried it): its news never settles the retry. With a URL from before attempts were
+  named (no ``a``), a row holding another SID is left alone.
+- A row staff marked sent is moved on by its current attempt's own message.
+- A failure of an earlier attempt that the row has moved past still goes to the
+  classifier, once.
 - delivered records ``delivered_at``; undelivered and failed record the error code and
   feed the failure to the classifier (``suppression.services.failure_record``, which
   unsubscribes on 21610 and suppresses bad numbers), in the same transaction.
@@ -140,9 +144,6 @@ def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -
 
 
 _ROW_FIELDS = ("pk", "blast_id", "phone", "status", "twilio_sid", "attempts")
-# A row in these statuses never learnt its current attempt's SID: one it holds is an
-# earlier attempt's (a message that failed before staff sent it again).
-_IN_FLIGHT = (S.SENDING, S.UNKNOWN)
 
 
 def _find(callback: StatusCallback) -> dict | None:
@@ -176,8 +177,19 @@ def _find(callback: StatusCallback) -> dict | None:
             callback.delivery_id,
         )
         return None
-    current = callback.attempt is not None and callback.attempt == row["attempts"]
-    if row["twilio_sid"] is not None and not (current and row["status"] in _IN_FLIGHT):
+    if callback.attempt is not None and callback.attempt > row["attempts"]:
+        logger.warning(
+            "Status callback %r for message %s names attempt %s of delivery %s, which has "
+            "made %s: ignored",
+            callback.status,
+            sid,
+            callback.attempt,
+            row["pk"],
+            row["attempts"],
+        )
+        return None
+    if row["twilio_sid"] is not None and callback.attempt is None:
+        # A URL from before attempts were named: which attempt this is about is unknown.
         logger.warning(
             "Status callback %r for message %s names delivery %s, which holds message %s: ignored",
             callback.status,
@@ -198,32 +210,39 @@ def _failure_text(callback: StatusCallback) -> str:
 
 def _apply(callback: StatusCallback, row: dict) -> bool:
     """The conditional UPDATE (and the classifier for a failure), in one transaction."""
+    from suppression.models import FailureEvent
     from suppression.services import failure_record
 
     now = timezone.now()
     status, target = callback.status, TARGET[callback.status]
     earlier = [name for name, rank in RANK.items() if rank < RANK[status]] + [""]
-    # Rows this status settles: any open row (pending and cancelled only after an
-    # attempt whose message we never learnt of: a message exists only for a row that
-    # was sent, and one still holding a SID was sent again by staff, so this news is
-    # about the old message), a sent row unless the status is no further than sent, or
-    # a row already at the target whose Twilio status is behind (sent -> sent after
-    # queued; delivered -> read).
-    # With the attempt in the URL, news of an earlier attempt never settles a later one;
-    # without it (messages sent before the URL carried it), a row in flight is settled
-    # only while it holds no SID, since one it holds is an earlier attempt's.
-    this_attempt = Q() if callback.attempt is None else Q(attempts=callback.attempt)
-    in_flight = Q(status__in=_IN_FLIGHT) & (
-        Q(twilio_sid__isnull=True) if callback.attempt is None else this_attempt
-    )
-    reopened = Q(status__in=[S.PENDING, S.CANCELLED], attempts__gt=0, twilio_sid__isnull=True)
+    sid, a = callback.message_sid, callback.attempt
+    # News of a message this row holds (its current one, or an earlier attempt's that
+    # failed before staff sent it again) only moves a finished row forward: queued <
+    # sending < sent < delivered | undelivered | failed; the first final status stays.
     forward = Q(status=target, twilio_status__in=earlier)
     if target != S.SENT:
         forward |= Q(status=S.SENT)
-    # A finished row moves on only for its own message: the SID it holds, or none yet
-    # (staff marked it sent) for this attempt.
-    own = Q(twilio_sid=callback.message_sid) | (Q(twilio_sid__isnull=True) & this_attempt)
-    settles = in_flight | (reopened & this_attempt) | (forward & own)
+    own = Q(twilio_sid=sid) | (Q(twilio_sid__isnull=True) & (Q() if a is None else Q(attempts=a)))
+    settles = forward & own
+    # News of a message the row never learnt of (its answer was lost, or the worker has
+    # not written it yet) proves Twilio has it: an open row (in flight, unknown, or put
+    # back after an attempt: reconciliation's "not found", staff's "Send again", even a
+    # resend already claimed) is settled with it and not sent again. Not for a message
+    # known to have failed (staff retried it), nor, for URLs without the attempt, while
+    # the row holds another SID.
+    if row["twilio_sid"] != sid and not FailureEvent.objects.filter(message_sid=sid).exists():
+        unlearnt = ~Q(twilio_sid=sid) & (
+            Q(twilio_sid__isnull=True) if a is None else Q(attempts__gte=a)
+        )
+        open_ = Q(status__in=[S.SENDING, S.UNKNOWN]) | Q(
+            status__in=[S.PENDING, S.CANCELLED], attempts__gt=0
+        )
+        settles |= open_ & unlearnt
+        if a is not None:
+            # Staff marked the row sent while it held an earlier attempt's SID: this is
+            # the current attempt's own message.
+            settles |= Q(status=S.SENT, attempts=a) & ~Q(twilio_sid=sid)
     rows = Delivery.objects.filter(pk=row["pk"])
     fields: dict[str, object] = {
         "status": target,
@@ -248,18 +267,42 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
             attempt, claimed_at, sent_at = Delivery.objects.filter(pk=row["pk"]).values_list(
                 "attempts", "claimed_at", "sent_at"
             )[0]
+            if a is not None and a != attempt:
+                # News of an earlier attempt settled a resend claimed since: when that
+                # message was sent is not on the row.
+                attempt, claimed_at, sent_at = a, None, None
             action = failure_record(
                 phone=row["phone"],
                 code=callback.error_code,
                 delivery_id=row["pk"],
                 attempt=attempt,
                 blast_id=row["blast_id"],
-                message_sid=callback.message_sid,
+                message_sid=sid,
                 at=min(claimed_at or sent_at or now, now),
             )
             logger.info(
                 "Delivery %s %s (%s): number %s",
                 row["pk"],
+                status,
+                describe(callback.error_code),
+                action,
+            )
+        elif not changed and status in CLASSIFIED and a is not None and a < row["attempts"]:
+            # An earlier attempt's message failed, news the row has moved past (staff
+            # sent it again): what it says about the number still counts, once.
+            action = failure_record(
+                phone=row["phone"],
+                code=callback.error_code,
+                delivery_id=row["pk"],
+                attempt=a,
+                blast_id=row["blast_id"],
+                message_sid=sid,
+                at=now,
+            )
+            logger.info(
+                "Delivery %s: attempt %s %s (%s): number %s",
+                row["pk"],
+                a,
                 status,
                 describe(callback.error_code),
                 action,

@@ -5,14 +5,23 @@ from django.db import migrations, models
 
 
 def attempts_from_deliveries(apps, schema_editor):
-    # Each existing event was the failure of its delivery's latest attempt (one event per
-    # delivery was all the old constraint allowed).
+    # One event per delivery was all the old constraint allowed: the failure of its
+    # latest attempt, unless it names a message other than the one the delivery holds now,
+    # or none while the delivery holds one (staff retried, and the resend's failure went
+    # unrecorded): then the attempt before.
     FailureEvent = apps.get_model("suppression", "FailureEvent")
     Delivery = apps.get_model("messaging", "Delivery")
-    FailureEvent.objects.filter(delivery__isnull=False).update(
+    events = FailureEvent.objects.filter(delivery__isnull=False)
+    events.update(
         attempt=models.Subquery(
             Delivery.objects.filter(pk=models.OuterRef("delivery_id")).values("attempts")[:1]
         )
+    )
+    events.exclude(message_sid="").exclude(message_sid=models.F("delivery__twilio_sid")).filter(
+        attempt__gt=0
+    ).update(attempt=models.F("attempt") - 1)
+    events.filter(message_sid="", delivery__twilio_sid__isnull=False, attempt__gt=0).update(
+        attempt=models.F("attempt") - 1
     )
 
 
