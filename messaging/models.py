@@ -318,11 +318,13 @@ class Delivery(models.Model):
         failed --(staff's "Retry failed": the error may pass now and the number is not
             unsubscribed or suppressed)--> pending
         pending --(its blast was rejected or withdrawn before approval)--> cancelled
-        sending | unknown | sent, or pending | cancelled after an attempt whose SID we
-            never learnt --(a status callback for the row's message: Twilio has
-            it)--> sent (queued, sending, sent),
-            delivered, or failed (undelivered, failed); only forward, the first final
-            status stays (messaging/services/callbacks.py)
+        sending | unknown, or pending | cancelled after an attempt --(a status callback
+            for a message of the row's that it never learnt of: Twilio has it; not one
+            known to have failed before staff retried)--> sent (queued, sending, sent),
+            delivered, or failed (undelivered, failed)
+        sent | delivered | failed --(a status callback for its own message; or, marked
+            sent by staff, its current attempt's)--> the same, only forward: the first
+            final status stays (messaging/services/callbacks.py)
 
     A row leaves 'pending' only through a conditional UPDATE that checks its status,
     so no two workers ever send the same row; an unknown row is never sent again until
