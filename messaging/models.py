@@ -18,7 +18,7 @@ class Blast(models.Model):
         scheduled --(due; claimed by a dispatch pass, stamping processing_started_at)-->
             dispatching
         dispatching --(every recipient row written from the audience as it is now)--> queued
-        dispatching --(claimed SCHEDULER_STALE_MINUTES ago and still dispatching: the pass
+        dispatching --(no progress for SCHEDULER_STALE_MINUTES: the pass
             died)--> dispatching (claimed again; rows already written are kept, and rows
             are unique per phone)
         dispatching --(nobody left to text)--> failed
@@ -26,11 +26,16 @@ class Blast(models.Model):
         missed --(an Admin or its author sends it now)--> scheduled (due at once)
         missed --(cancel)--> cancelled
         preparing --(every row written, and a Social manager's blast is larger than
-            BLAST_APPROVAL_THRESHOLD)--> awaiting_approval
+            BLAST_APPROVAL_THRESHOLD; for a blast to send later, its audience counted and
+            no row written yet)--> awaiting_approval
+        scheduled <--> awaiting_approval (a blast to send later edited above or below the
+            threshold)
+        scheduled --(a reminder that comes due after its event started)--> missed
+        missed --(a reminder's event moved later)--> scheduled
+        scheduled | awaiting_approval | missed --(a reminder's event deleted)--> cancelled
         awaiting_approval --(an Admin other than its author approves)--> queued | scheduled
         awaiting_approval --(an Admin rejects it, or its author withdraws it)--> rejected
         preparing --(creation failed, or the sweeper found it abandoned)--> (removed)
-        scheduled --(due)--> queued
         queued --(a worker takes the current send task)--> sending
         sending --(no row left pending, in flight or unknown)--> sent | partially_failed | failed
         queued | sending --(paused by staff, or by the engine: the sender or account was
@@ -294,8 +299,8 @@ class Delivery(models.Model):
     State machine::
 
         pending --(claimed by a worker, before any API call)--> sending
-        sending --(re-checked in the UPDATE right before its call: opted out or
-            suppressed since compose)--> skipped
+        sending --(opted out or suppressed since compose: found when its chunk is
+            claimed, or in the UPDATE right before its call)--> skipped
         sending --(Twilio answered 201)--> sent
         sending --(Twilio refused it for this recipient or its text)--> failed
         sending --(429 or connection refused: certainly not created)--> pending, after a backoff
@@ -310,8 +315,9 @@ class Delivery(models.Model):
         unknown --(not in Twilio's records for that window)--> pending
         unknown --(Twilio's records are ambiguous, or it stayed unknown for
             SMS_UNKNOWN_ESCALATE_HOURS)--> unknown with ``attention`` set, until staff
-            send it again (--> pending) or mark it sent (--> sent); meanwhile
-            reconciliation and status callbacks may still settle it, clearing the flag
+            send it again (--> pending) or mark it sent (--> sent); meanwhile status
+            callbacks may still settle it, and so may reconciliation when it was flagged
+            for being unknown too long, clearing the flag
         pending --(blast cancelled)--> cancelled
         (every "--> pending" above writes cancelled instead once the blast is cancelled)
         (created as skipped when unsubscribed or suppressed at compose time)
@@ -322,9 +328,11 @@ class Delivery(models.Model):
             for a message of the row's that it never learnt of: Twilio has it; not one
             known to have failed before staff retried)--> sent (queued, sending, sent),
             delivered, or failed (undelivered, failed)
-        sent | delivered | failed --(a status callback for its own message; or, marked
-            sent by staff, its current attempt's)--> the same, only forward: the first
-            final status stays (messaging/services/callbacks.py)
+        sent | delivered | failed --(a status callback for its own message)--> the same,
+            only forward: the first final status stays (messaging/services/callbacks.py)
+        sent --(a status callback naming its current attempt, for a message it does not
+            hold: it held an earlier attempt's when staff marked it sent)--> that
+            message's status
 
     A row leaves 'pending' only through a conditional UPDATE that checks its status,
     so no two workers ever send the same row; an unknown row is never sent again until

@@ -1,11 +1,11 @@
 """Run every historical failed or undelivered delivery through the classifier.
 
 ``manage.py backfill_suppressions`` calls :func:`backfill`. Deliveries whose failure is
-already recorded (a FailureEvent for the delivery's latest attempt) are left alone, so a second run
-changes nothing. Each failure is recorded in its own short transaction, oldest first, so
-transient failures count up in the order they happened and the send engine is never
-locked out. ``dry_run`` writes nothing: it runs the same decisions with what it would
-have written kept in memory.
+already recorded (a FailureEvent for the delivery's latest attempt, or for the message it
+holds) are left alone, so a second run changes nothing. Each failure is recorded in its
+own short transaction, oldest first, so transient failures count up in the order they
+happened and the send engine is never locked out. ``dry_run`` writes nothing: it runs the
+same decisions with what it would have written kept in memory.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def failed_deliveries(*, since: datetime | None = None):  # type: ignore[no-unty
                 )
             )
         )
+        .exclude(Exists(FailureEvent.objects.filter(message_sid=OuterRef("twilio_sid"))))
         # When the failed message was sent: its attempt's claim, which neither a late
         # callback nor data retention rewrites (updated_at only for rows from before
         # claims were stamped).

@@ -143,7 +143,7 @@ def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -
     )
 
 
-_ROW_FIELDS = ("pk", "blast_id", "phone", "status", "twilio_sid", "attempts")
+_ROW_FIELDS = ("pk", "blast_id", "phone", "status", "twilio_sid", "attempts", "created_at")
 
 
 def _find(callback: StatusCallback) -> dict | None:
@@ -269,8 +269,9 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
             )[0]
             if a is not None and a != attempt:
                 # News of an earlier attempt settled a resend claimed since: when that
-                # message was sent is not on the row.
-                attempt, claimed_at, sent_at = a, None, None
+                # message was sent is not on the row; dated by the row's creation, the
+                # earliest it can have been, so it never undoes a lift made since.
+                attempt, claimed_at, sent_at = a, row["created_at"], None
             action = failure_record(
                 phone=row["phone"],
                 code=callback.error_code,
@@ -297,7 +298,7 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
                 attempt=a,
                 blast_id=row["blast_id"],
                 message_sid=sid,
-                at=now,
+                at=row["created_at"],  # as above: never undoes a lift made since
             )
             logger.info(
                 "Delivery %s: attempt %s %s (%s): number %s",

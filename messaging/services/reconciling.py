@@ -11,8 +11,9 @@ is read for the attempt's time window and decides:
   attention=ambiguous, and staff decide. Never a resend on a guess.
 
 What identifies an attempt is who it went to, from which sender and when (claimed_at
-is set right before the API call), not its text: Twilio trims bodies and its Smart
-Encoding rewrites quotes and dashes, so the stored text may differ from ours.
+is set right before the API call), and its text as compared after trimming and undoing
+Smart Encoding (Twilio trims bodies and rewrites quotes and dashes, so the stored text
+may differ from ours): a message without it is somebody else's, and it breaks ties.
 """
 
 from __future__ import annotations
@@ -126,13 +127,18 @@ def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
     unheld = [m for m in messages if m.sid and m.sid not in held]
     candidates = [m for m in unheld if m.date_created is None or m.date_created <= attempt.until]
     ours = normalised_text(attempt.body)
-    if not candidates:
-        late = [m for m in unheld if ours in normalised_text(m.body)]
+    # Our text, created after the attempt's window: Twilio's clock or its processing
+    # lagged ours. Not proof either way, so wherever "not sent" would be concluded, the
+    # row is left for staff instead of being sent again.
+    late = [m for m in unheld if m not in candidates and ours in normalised_text(m.body)]
+
+    def not_sent() -> _Decision:
         if late:
-            # Our text, created after the attempt's window: Twilio's clock or its
-            # processing lagged ours. Not proof either way, so never a resend.
             return _Decision("ambiguous", reason=_late_reason(attempt, late))
         return _Decision("not_sent")
+
+    if not candidates:
+        return not_sent()
 
     # Other rows to the same number whose message may be in the same window: another
     # blast's unknown row, one in flight, or one staff marked sent without a SID. A
@@ -160,7 +166,7 @@ def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
         return ours in normalised_text(message.body)
 
     if not any(ours_in(m) for m in candidates):
-        return _Decision("not_sent")
+        return not_sent()
     contested = any(rivals(m) for m in candidates)
     if len(candidates) == 1 and not contested:
         return _Decision("sent", candidates[0])
@@ -175,7 +181,7 @@ def _decide(attempt: _Attempt, messages: list[FoundMessage]) -> _Decision:
         return _Decision("sent", mine[0])
     if not mine and all(rival_text(m) and normalised_text(m.body) != ours for m in candidates):
         # Every message there is recognisably another row's.
-        return _Decision("not_sent")
+        return not_sent()
     return _Decision("ambiguous", reason=_ambiguous_reason(attempt, candidates, others))
 
 

@@ -217,6 +217,30 @@ def test_a_timed_out_send_twilio_created_late_by_its_clock_is_never_sent_twice(
     assert fake_twilio.sent_to(phone(0)) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_late_created_send_is_not_resent_when_someone_elses_message_is_in_the_window(
+    fake_twilio, settings, monkeypatch
+):
+    """As above, with a message that is not ours in the attempt's window (the member's
+    own reply, a HELP answer): the window then holds messages, none with our text, and
+    our text created just after it must still not be taken for 'not sent'."""
+    settings.SMS_RECONCILE_AFTER_MINUTES = 0
+    real = fake_module._utc_now
+    monkeypatch.setattr(fake_module, "_utc_now", lambda: real() + timedelta(minutes=3))
+    make_members(1)
+    fake_twilio.script(Reply(delay=3.0, only_to=phone(0)))
+    blast = run_to_end(blast_create(body="Hello", community=True))
+    assert fake_twilio.wait_for_messages(1, timeout=10)
+    row = Delivery.objects.get(blast=blast)
+    assert row.status == S.UNKNOWN
+    fake_twilio.add_message(to=phone(0), body="Reply HELP for help", date_sent=row.claimed_at)
+    deliveries_reconcile()
+    row.refresh_from_db()
+    assert (row.status, row.attention) == (S.UNKNOWN, Delivery.Attention.AMBIGUOUS)
+    run_to_end(blast)
+    assert [m["body"] for m in fake_twilio.messages if m["to"] == phone(0)].count("Hello") == 1
+
+
 # --- 6. Beat's clock a few minutes ahead of the worker's: an in-flight send is resent ------
 
 
