@@ -53,6 +53,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/create_100k.py
 	$(BIN)/python bench/import_100k.py
 	$(BIN)/python bench/pages_100k.py
+	$(BIN)/python bench/callbacks_10k.py
 
 # A first .env for this machine: a fresh secret key, and cookies allowed over plain
 # http because `make run` serves on the loopback address only. Readable by its owner
