@@ -64,7 +64,13 @@ def failed_deliveries(*, since: datetime | None = None):  # type: ignore[no-unty
                 )
             )
         )
-        .exclude(Exists(FailureEvent.objects.filter(message_sid=OuterRef("twilio_sid"))))
+        .exclude(
+            Exists(
+                FailureEvent.objects.filter(message_sid=OuterRef("twilio_sid")).exclude(
+                    message_sid=""
+                )
+            )
+        )
         # When the failed message was sent: its attempt's claim, which neither a late
         # callback nor data retention rewrites (updated_at only for rows from before
         # claims were stamped).

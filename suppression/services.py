@@ -240,7 +240,11 @@ def _already_recorded(delivery_id: int | None, attempt: int | None, message_sid:
             events = events.filter(attempt=attempt)
         if events.exists():
             return True
-    return bool(message_sid) and FailureEvent.objects.filter(message_sid=message_sid).exists()
+    # exclude(""): the condition of the partial unique index, which SQLite uses only then.
+    return (
+        bool(message_sid)
+        and FailureEvent.objects.filter(message_sid=message_sid).exclude(message_sid="").exists()
+    )
 
 
 def _lifted_since(model: type, phone: str, at: datetime) -> bool:

@@ -231,7 +231,8 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
     # resend already claimed) is settled with it and not sent again. Not for a message
     # known to have failed (staff retried it), nor, for URLs without the attempt, while
     # the row holds another SID.
-    if row["twilio_sid"] != sid and not FailureEvent.objects.filter(message_sid=sid).exists():
+    known_failures = FailureEvent.objects.filter(message_sid=sid).exclude(message_sid="")
+    if row["twilio_sid"] != sid and not known_failures.exists():
         unlearnt = ~Q(twilio_sid=sid) & (
             Q(twilio_sid__isnull=True) if a is None else Q(attempts__gte=a)
         )
