@@ -261,54 +261,43 @@ def _apply(callback: StatusCallback, row: dict) -> bool:
         fields["delivered_at"] = Coalesce(F("delivered_at"), Value(now))
     with transaction.atomic():
         changed = rows.filter(settles).update(**fields)
-        if changed and status in CLASSIFIED:
+        if status not in CLASSIFIED:
+            return bool(changed)
+        # A failure is dated by its attempt, so news of a message sent before a lift or
+        # a START arriving after it does not undo them. When an earlier attempt's message
+        # was sent is not on the row: dated by the row's creation, the earliest it can
+        # have been.
+        if changed:
             # Read under the UPDATE's lock: this attempt's number and when it was sent.
-            # A failure is dated by its attempt, so news of a message sent before a
-            # lift or a START arriving after it does not undo them.
             attempt, claimed_at, sent_at = Delivery.objects.filter(pk=row["pk"]).values_list(
                 "attempts", "claimed_at", "sent_at"
             )[0]
-            if a is not None and a != attempt:
-                # News of an earlier attempt settled a resend claimed since: when that
-                # message was sent is not on the row; dated by the row's creation, the
-                # earliest it can have been, so it never undoes a lift made since.
-                attempt, claimed_at, sent_at = a, row["created_at"], None
-            action = failure_record(
-                phone=row["phone"],
-                code=callback.error_code,
-                delivery_id=row["pk"],
-                attempt=attempt,
-                blast_id=row["blast_id"],
-                message_sid=sid,
-                at=min(claimed_at or sent_at or now, now),
-            )
-            logger.info(
-                "Delivery %s %s (%s): number %s",
-                row["pk"],
-                status,
-                describe(callback.error_code),
-                action,
-            )
-        elif not changed and status in CLASSIFIED and a is not None and a < row["attempts"]:
+            failed_at = min(claimed_at or sent_at or now, now)
+            if a is not None and a != attempt:  # it settled a resend claimed since
+                attempt, failed_at = a, row["created_at"]
+        elif a is not None and a < row["attempts"]:
             # An earlier attempt's message failed, news the row has moved past (staff
             # sent it again): what it says about the number still counts, once.
-            action = failure_record(
-                phone=row["phone"],
-                code=callback.error_code,
-                delivery_id=row["pk"],
-                attempt=a,
-                blast_id=row["blast_id"],
-                message_sid=sid,
-                at=row["created_at"],  # as above: never undoes a lift made since
-            )
-            logger.info(
-                "Delivery %s: attempt %s %s (%s): number %s",
-                row["pk"],
-                a,
-                status,
-                describe(callback.error_code),
-                action,
-            )
+            attempt, failed_at = a, row["created_at"]
+        else:
+            return False
+        action = failure_record(
+            phone=row["phone"],
+            code=callback.error_code,
+            delivery_id=row["pk"],
+            attempt=attempt,
+            blast_id=row["blast_id"],
+            message_sid=sid,
+            at=failed_at,
+        )
+        logger.info(
+            "Delivery %s, attempt %s: %s (%s): number %s",
+            row["pk"],
+            attempt,
+            status,
+            describe(callback.error_code),
+            action,
+        )
     return bool(changed)
 
 

@@ -238,6 +238,32 @@ def test_opt_out_of_the_unknown_first_message_is_recorded_after_staff_sent_again
     assert UnsubscribedContact.objects.filter(phone=phone(0), lifted=False).exists()
 
 
+@pytest.mark.django_db
+def test_a_late_failure_of_the_first_message_does_not_undo_a_start_sent_since(
+    hooks, client, manager_user
+):
+    """As above, but the member texted STOP and then START after the resend went out.
+    The first message's 21610 arrives after that: it is older than the START (the row
+    was made before it), so the member stays subscribed."""
+    from suppression.services import resubscribe, unsubscribe
+
+    make_members(1)
+    hooks.script(Reply(status=500, record=True))
+    blast = run_to_end(blast_create(body="Hi {first_name}", community=True))
+    row = Delivery.objects.get(blast=blast)
+    [first] = messages_to(hooks, phone(0))
+    flag_for_staff(row)
+    assert delivery_send_again(delivery_ids=[row.pk], user=manager_user) == 1
+    run_to_end(blast)
+    unsubscribe(phone=phone(0), source=UnsubscribedContact.Source.KEYWORD, evidence="STOP")
+    resubscribe(phone=phone(0), source=UnsubscribedContact.LiftSource.KEYWORD, evidence="START")
+
+    post_news(client, hooks, first, "failed", 21610)
+    assert not UnsubscribedContact.objects.filter(phone=phone(0), lifted=False).exists()
+    events = list(FailureEvent.objects.filter(delivery_id=row.pk).values("attempt", "action"))
+    assert events == [{"attempt": 1, "action": "none"}], events
+
+
 # -- The 0004 data migration on a delivery retried before the upgrade -----------------
 
 
