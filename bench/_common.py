@@ -15,10 +15,11 @@ import queue
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,25 @@ def snapshot_tree(parent: Path) -> Path:
         ignore=lambda folder, names: [n for n in names if n in SNAPSHOT_SKIP],
     )
     return dest
+
+
+def measure_in_a_copy(measure: Callable[[Any, Path], int], args: Any) -> int:
+    """Run ``measure`` on a snapshot of the tree, so edits made meanwhile cannot mix
+    versions in one table."""
+    work = Path(tempfile.mkdtemp(prefix="smsadmin-bench-src-"))
+    try:
+        return measure(args, snapshot_tree(work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_main(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: its exit status, or 2 and why when it failed."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextmanager

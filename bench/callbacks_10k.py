@@ -81,16 +81,17 @@ from _common import (  # noqa: E402
     PYTHON,
     ROOT,
     BenchError,
+    bench_main,
     check_fake_stored,
     django_env,
     fake_reset,
     fake_stats,
     fake_twilio,
     log,
+    measure_in_a_copy,
     postgres_database,
     run,
     run_json,
-    snapshot_tree,
 )
 
 HOST = "sms.bench.example"
@@ -696,11 +697,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     args = parser.parse_args()
     args.web = args.web or ["3x4"]
-    work = Path(tempfile.mkdtemp(prefix="smsadmin-bench-src-"))
-    try:
-        return measure(args, snapshot_tree(work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return measure_in_a_copy(measure, args)
 
 
 def measure(args: argparse.Namespace, src: Path) -> int:
@@ -804,8 +801,4 @@ def measure(args: argparse.Namespace, src: Path) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(2)
+    bench_main(main)

@@ -47,13 +47,14 @@ from _common import (  # noqa: E402
     PYTHON,
     ROOT,
     BenchError,
+    bench_main,
     django_env,
     engine_fingerprint,
     log,
+    measure_in_a_copy,
     postgres_database,
     run,
     run_json,
-    snapshot_tree,
 )
 
 WRITER_INTERVAL_MS = 20
@@ -205,11 +206,7 @@ def main() -> int:
         help="experiment: override blast_create's CREATE_PAUSE_SECONDS likewise",
     )
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="smsadmin-bench-src-"))
-    try:
-        return measure(args, snapshot_tree(work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return measure_in_a_copy(measure, args)
 
 
 def measure(args: argparse.Namespace, src: Path) -> int:
@@ -282,8 +279,4 @@ def measure(args: argparse.Namespace, src: Path) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(2)
+    bench_main(main)

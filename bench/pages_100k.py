@@ -52,12 +52,13 @@ from _common import (  # noqa: E402
     PYTHON,
     ROOT,
     BenchError,
+    bench_main,
     django_env,
     log,
+    measure_in_a_copy,
     postgres_database,
     run,
     run_json,
-    snapshot_tree,
 )
 
 TARGET_MS = 150.0
@@ -267,11 +268,7 @@ def main() -> int:
         "--only", action="append", default=[], help="only pages whose name contains this"
     )
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="smsadmin-bench-src-"))
-    try:
-        return measure(args, snapshot_tree(work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return measure_in_a_copy(measure, args)
 
 
 def measure(args: argparse.Namespace, src: Path) -> int:
@@ -357,8 +354,4 @@ def measure(args: argparse.Namespace, src: Path) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(2)
+    bench_main(main)

@@ -41,6 +41,7 @@ from _common import (  # noqa: E402
     ROOT,
     BenchError,
     Fake,
+    bench_main,
     check_fake_stored,
     django_env,
     engine_fingerprint,
@@ -48,10 +49,10 @@ from _common import (  # noqa: E402
     fake_stats,
     fake_twilio,
     log,
+    measure_in_a_copy,
     postgres_database,
     run,
     run_json,
-    snapshot_tree,
 )
 
 MAX_IN_FLIGHT = 10
@@ -203,11 +204,7 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="smsadmin-bench-src-"))
-    try:
-        return measure(args, snapshot_tree(work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return measure_in_a_copy(measure, args)
 
 
 def measure(args: argparse.Namespace, src: Path) -> int:
@@ -280,8 +277,4 @@ def measure(args: argparse.Namespace, src: Path) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(2)
+    bench_main(main)
