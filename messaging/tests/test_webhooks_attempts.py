@@ -213,6 +213,22 @@ def test_news_of_the_unknown_attempt_stops_a_claimed_resend_not_yet_sent(
 # -- A failure of an earlier attempt, reported after the resend went out --------------
 
 
+def first_unknown_then_sent_again(fake: FakeTwilio, user) -> tuple[Delivery, dict]:  # type: ignore[no-untyped-def]
+    """Twilio created the first message but its answer was lost; staff chose Send again,
+    and the resend went out (attempt 2)."""
+    make_members(1)
+    fake.script(Reply(status=500, record=True))
+    blast = run_to_end(blast_create(body="Hi {first_name}", community=True))
+    row = Delivery.objects.get(blast=blast)
+    [first] = messages_to(fake, phone(0))
+    flag_for_staff(row)
+    assert delivery_send_again(delivery_ids=[row.pk], user=user) == 1
+    run_to_end(blast)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (S.SENT, 2)
+    return row, first
+
+
 @pytest.mark.django_db(transaction=True)
 def test_opt_out_of_the_unknown_first_message_is_recorded_after_staff_sent_again(
     hooks, client, manager_user
@@ -221,16 +237,7 @@ def test_opt_out_of_the_unknown_first_message_is_recorded_after_staff_sent_again
     Then Twilio reports the first message failed with 21610: the member opted out. The
     row rightly stays with the resend, but the failure is a real one of attempt 1 (a
     message Twilio had), and nothing records it."""
-    make_members(1)
-    hooks.script(Reply(status=500, record=True))
-    blast = run_to_end(blast_create(body="Hi {first_name}", community=True))
-    row = Delivery.objects.get(blast=blast)
-    [first] = messages_to(hooks, phone(0))
-    flag_for_staff(row)
-    assert delivery_send_again(delivery_ids=[row.pk], user=manager_user) == 1
-    run_to_end(blast)
-    row.refresh_from_db()
-    assert (row.status, row.attempts) == (S.SENT, 2)
+    row, first = first_unknown_then_sent_again(hooks, manager_user)
 
     post_news(client, hooks, first, "failed", 21610)
     events = list(FailureEvent.objects.filter(delivery_id=row.pk).values("attempt", "action"))
@@ -247,14 +254,7 @@ def test_a_late_failure_of_the_first_message_does_not_undo_a_start_sent_since(
     was made before it), so the member stays subscribed."""
     from suppression.services import resubscribe, unsubscribe
 
-    make_members(1)
-    hooks.script(Reply(status=500, record=True))
-    blast = run_to_end(blast_create(body="Hi {first_name}", community=True))
-    row = Delivery.objects.get(blast=blast)
-    [first] = messages_to(hooks, phone(0))
-    flag_for_staff(row)
-    assert delivery_send_again(delivery_ids=[row.pk], user=manager_user) == 1
-    run_to_end(blast)
+    row, first = first_unknown_then_sent_again(hooks, manager_user)
     unsubscribe(phone=phone(0), source=UnsubscribedContact.Source.KEYWORD, evidence="STOP")
     resubscribe(phone=phone(0), source=UnsubscribedContact.LiftSource.KEYWORD, evidence="START")
 
