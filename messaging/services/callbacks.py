@@ -105,6 +105,17 @@ class StatusCallback:
     attempt: int | None = None
 
 
+def _whole_number(raw: str | None, *, digits: int, what: str) -> int | None:
+    """A field of plain digits, None when absent; CallbackError with ``what`` otherwise."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    # isascii: "²".isdigit() is true, and int() refuses it.
+    if not (text.isascii() and text.isdigit()) or len(text) > digits:
+        raise CallbackError(what)
+    return int(text)
+
+
 def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -> StatusCallback:
     """The callback's fields from its form (``params``) and URL query (``d``)."""
     sid = (params.get("MessageSid") or params.get("SmsSid") or "").strip()
@@ -119,25 +130,10 @@ def parse_status_callback(params: Mapping[str, str], query: Mapping[str, str]) -
         raise CallbackError(
             f"MessageStatus {status[:40]!r} is not a status of an outgoing message."
         )
-    delivery_id: int | None = None
-    raw_id = (query.get("d") or "").strip()
-    if raw_id:
-        # isascii: "²".isdigit() is true, and int() refuses it.
-        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
-            raise CallbackError("d is not a delivery id.")
-        delivery_id = int(raw_id)
-    attempt: int | None = None
-    raw_attempt = (query.get("a") or "").strip()
-    if raw_attempt:
-        if not (raw_attempt.isascii() and raw_attempt.isdigit()) or len(raw_attempt) > 5:
-            raise CallbackError("a is not an attempt number.")
-        attempt = int(raw_attempt)
-    code: int | None = None
-    raw_code = (params.get("ErrorCode") or "").strip()
-    if raw_code:
-        if not (raw_code.isascii() and raw_code.isdigit()) or len(raw_code) > 9:
-            raise CallbackError("ErrorCode is not a number.")
-        code = int(raw_code) or None  # Twilio sends 0 for "no error" on some statuses
+    delivery_id = _whole_number(query.get("d"), digits=18, what="d is not a delivery id.")
+    attempt = _whole_number(query.get("a"), digits=5, what="a is not an attempt number.")
+    code = _whole_number(params.get("ErrorCode"), digits=9, what="ErrorCode is not a number.")
+    code = code or None  # Twilio sends 0 for "no error" on some statuses
     return StatusCallback(
         message_sid=sid, status=status, delivery_id=delivery_id, error_code=code, attempt=attempt
     )

@@ -34,6 +34,25 @@ PYTHON = sys.executable
 CELERY = str(Path(sys.executable).parent / "celery")
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
+
+def gunicorn_command(bind: str) -> list[str]:
+    """gunicorn serving the project on ``bind`` (host:port), its logs on stdout."""
+    return [
+        GUNICORN,
+        "smsadmin.wsgi:application",
+        "--bind",
+        bind,
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--access-logfile",
+        "-",
+        "--error-logfile",
+        "-",
+    ]
+
+
 # Variables from the test process that must not leak into the programs under test: the
 # suite's own database and broker, and anything that would change how they behave.
 _DROPPED = ("TWILIO_REGION", "TWILIO_EDGE", "DATABASE_URL", "TEST_SMS_BACKEND", "PUBLIC_BASE_URL")
@@ -292,24 +311,7 @@ class Services:
         Any answer from /healthz will do (a 503 is an answer): what it says is the test's
         business. Raises, with the log, if gunicorn exits instead (the port was taken).
         """
-        service = self.start(
-            name,
-            [
-                GUNICORN,
-                "smsadmin.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "--error-logfile",
-                "-",
-            ],
-            env=env,
-        )
+        service = self.start(name, gunicorn_command(f"127.0.0.1:{port}"), env=env)
         service.wait_for_log(r"Listening at: http://127\.0\.0\.1:\d+", timeout=30)
 
         def answers() -> bool:

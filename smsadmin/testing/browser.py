@@ -26,7 +26,6 @@ import re
 import shutil
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from messaging.tests.processes import (
     Result,
     Service,
     Services,
+    gunicorn_command,
     manage,
     program_env,
     shell_json,
@@ -62,7 +62,6 @@ __all__ = [
 # Long and uncommon enough for every AUTH_PASSWORD_VALIDATORS entry.
 STAFF_PASSWORD = "Staple-Horse-Battery-42"  # noqa: S105 - a test account's password
 
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 # A page that does not show what a test waits for should fail the test in seconds, not
 # after Playwright's default half minute.
@@ -216,20 +215,7 @@ class AppLauncher:
         self._services.append(services)
         web = services.start(
             "web",
-            [
-                GUNICORN,
-                "smsadmin.wsgi:application",
-                "--bind",
-                url.removeprefix("http://"),
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "--error-logfile",
-                "-",
-            ],
+            gunicorn_command(url.removeprefix("http://")),
         )
         # The worker boots while gunicorn does.
         worker = services.worker()
